@@ -1,0 +1,1 @@
+//! The verified patch engine behind `sandport patch`.

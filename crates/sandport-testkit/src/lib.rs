@@ -1,0 +1,1 @@
+//! Test harness shared by sandport's integration tests and benchmarks.

@@ -1,0 +1,1 @@
+//! sandport: the runtime gateway for AI-agent sandbox containers.
