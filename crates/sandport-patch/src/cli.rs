@@ -200,6 +200,17 @@ fn apply(
             "dry run: {} file(s) would be written, nothing written",
             changes.len()
         );
+    } else {
+        for p in plan.remove_stale_temp_files() {
+            let _ = writeln!(
+                stdout,
+                "removed temporary file left by an interrupted run: {}",
+                p.display()
+            );
+        }
+    }
+    if args.dry_run {
+        // Nothing to write.
     } else if changes.is_empty() {
         let _ = writeln!(stdout, "nothing to write: every patch is in place");
     } else {

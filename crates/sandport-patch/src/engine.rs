@@ -147,6 +147,9 @@ pub struct Plan {
     files: BTreeMap<PathBuf, FileState>,
 }
 
+/// Suffix of the temporary files written next to a target before the rename.
+pub const TEMP_SUFFIX: &str = ".sandport-tmp";
+
 /// sha256 as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
@@ -538,6 +541,37 @@ impl Plan {
         out
     }
 
+    /// Remove temporary files that an earlier, interrupted `apply` left
+    /// next to this manifest's targets (`.NAME.XXXXXX.sandport-tmp`).
+    /// Returns the paths removed.
+    pub fn remove_stale_temp_files(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for st in self.files.values() {
+            let (Resolution::File(p) | Resolution::Absent(p)) = &st.resolution else {
+                continue;
+            };
+            let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+                continue;
+            };
+            let prefix = format!(".{}.", name.to_string_lossy());
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.starts_with(&prefix)
+                    && n.ends_with(TEMP_SUFFIX)
+                    && e.file_type().map(|t| t.is_file()).unwrap_or(false)
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    removed.push(e.path());
+                }
+            }
+        }
+        removed
+    }
+
     /// Write every planned change. Each file is written to a temporary file
     /// in its own directory (mode and owner set, synced) and only when all
     /// of them are ready are they renamed over their targets, so a failure
@@ -612,7 +646,7 @@ fn stage_file(
         .unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
-        .suffix(".sandport-tmp")
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
     let tmp_path = tmp.path().to_path_buf();
