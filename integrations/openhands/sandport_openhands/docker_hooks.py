@@ -1,0 +1,105 @@
+"""Functions the patched ``DockerSandboxService.start_sandbox`` calls.
+
+Kept free of imports of the sandbox service itself, because the patched
+upstream module imports this one at load time.
+
+* ``new_sandbox_id``: sandbox ids are conversation ids (32 lowercase hex), so
+  that a sandbox started without a conversation still has a routable id.
+* ``sandbox_labels``: the ``conversation_id`` and ``user_id`` labels sandport
+  discovers and authorises sandboxes by. Refuses (``SandboxError``) to start a
+  sandbox whose owner is unknown or whose id is not a conversation id: an
+  unlabelled sandbox would be unreachable, a mislabelled one reachable by the
+  wrong user.
+* ``sandbox_volumes``: every writable host directory mounted into sandboxes
+  becomes ``{host_dir}/{sandbox_id}`` (a named volume ``{name}-{sandbox_id}``),
+  so that no two sandboxes share a workspace. Read-only mounts stay shared.
+* ``sandbox_network``: with ``SANDPORT_SANDBOX_NETWORK`` set, sandboxes join
+  that Docker network and publish no ports on the host; the app and sandport
+  reach them by container name / address on that network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from typing import Any, Iterable
+
+from openhands.app_server.errors import SandboxError
+
+from sandport_openhands.identity import is_valid_user_id
+
+_logger = logging.getLogger(__name__)
+
+LABEL_CONVERSATION_ID = 'conversation_id'
+LABEL_USER_ID = 'user_id'
+SANDBOX_ID_RE = re.compile(r'[0-9a-f]{32}')
+
+
+def new_sandbox_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_sandbox_id(value: object) -> bool:
+    return isinstance(value, str) and SANDBOX_ID_RE.fullmatch(value) is not None
+
+
+def sandbox_owner(service: Any) -> str | None:
+    principal = getattr(service, 'sandport_principal', None)
+    owner = getattr(principal, 'user_id', None)
+    return owner if is_valid_user_id(owner) else None
+
+
+def sandbox_labels(service: Any, sandbox_id: object) -> dict[str, str]:
+    owner = sandbox_owner(service)
+    if owner is None:
+        raise SandboxError(
+            'refusing to start a sandbox without a known owner '
+            '(is the sandport sandbox service configured?)'
+        )
+    if not is_sandbox_id(sandbox_id):
+        raise SandboxError(
+            'refusing to start a sandbox whose id is not a conversation id '
+            '(32 lowercase hex)'
+        )
+    assert isinstance(sandbox_id, str)
+    return {LABEL_CONVERSATION_ID: sandbox_id, LABEL_USER_ID: owner}
+
+
+def _prepare_workspace_dir(path: str) -> None:
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        # Not visible from the app (it runs elsewhere); Docker creates it.
+        return
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    except OSError as e:
+        _logger.warning('cannot create workspace directory %s: %s', path, e)
+        return
+    # The sandbox's user id is not known here; the parent directory (owned by
+    # root, mode 0711) keeps other host users from finding it.
+    os.chmod(path, 0o777)
+
+
+def sandbox_volumes(mounts: Iterable[Any], sandbox_id: str) -> dict[str, dict[str, str]]:
+    if not is_sandbox_id(sandbox_id):
+        raise SandboxError('sandbox id is not a conversation id (32 lowercase hex)')
+    volumes: dict[str, dict[str, str]] = {}
+    for mount in mounts:
+        source: str = mount.host_path
+        mode: str = mount.mode
+        if not mode.split(',')[0] == 'ro':
+            if os.path.isabs(source):
+                source = os.path.join(source, sandbox_id)
+                _prepare_workspace_dir(source)
+            else:
+                source = f'{source}-{sandbox_id}'
+        volumes[source] = {'bind': mount.container_path, 'mode': mode}
+    return volumes
+
+
+def sandbox_network() -> str | None:
+    return os.environ.get('SANDPORT_SANDBOX_NETWORK', '').strip() or None

@@ -1,0 +1,148 @@
+"""Docker sandboxes owned by users.
+
+Selected through upstream's ``AppServerConfig.sandbox`` injector. Upstream's
+Docker sandbox service lists, pauses, resumes and deletes every container with
+its name prefix, for anybody. This subclass acts for one principal:
+
+* a user sees and controls only containers labelled ``user_id=<them>``;
+* the app's internal operations (upstream's ``ADMIN`` context: finding the
+  sandbox that presented a session key) see all of them;
+* every sandbox reports its owner (``created_by_user_id``), which upstream's
+  webhook and sandbox-secret endpoints use to act for the right user.
+
+Creating containers is upstream's code, patched to call
+``sandport_openhands.docker_hooks`` (labels, per-sandbox workspace, network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, AsyncGenerator
+
+from docker.errors import APIError, NotFound
+from fastapi import Request
+
+from openhands.app_server.sandbox.docker_sandbox_service import (
+    DockerSandboxService,
+    DockerSandboxServiceInjector,
+)
+from openhands.app_server.sandbox.sandbox_models import (
+    VSCODE,
+    ExposedUrl,
+    SandboxInfo,
+    SandboxRecord,
+    SandboxStatus,
+)
+from openhands.app_server.sandbox.sandbox_service import (
+    SESSION_API_KEY_VARIABLE,
+    SandboxService,
+)
+from openhands.app_server.services.injector import InjectorState
+
+from sandport_openhands.docker_hooks import LABEL_USER_ID, sandbox_network
+from sandport_openhands.identity import is_valid_user_id
+from sandport_openhands.principal import Principal, principal_of
+
+
+def container_owner(container: Any) -> str | None:
+    owner = (getattr(container, 'labels', None) or {}).get(LABEL_USER_ID)
+    return owner if is_valid_user_id(owner) else None
+
+
+@dataclass
+class SandportDockerSandboxService(DockerSandboxService):
+    # None (the default) sees nothing and cannot start anything
+    sandport_principal: Principal | None = None
+
+    def _visible(self, container: Any) -> bool:
+        principal = self.sandport_principal
+        return principal is not None and principal.may_access(container_owner(container))
+
+    async def _container_to_sandbox_info(self, container: Any) -> SandboxInfo | None:
+        if not self._visible(container):
+            return None
+        info = await super()._container_to_sandbox_info(container)
+        if info is None:
+            return None
+        info.created_by_user_id = container_owner(container)
+        if sandbox_network() and info.status == SandboxStatus.RUNNING:
+            info.exposed_urls = self._network_urls(container, info.session_api_key)
+        return info
+
+    def _network_urls(self, container: Any, session_api_key: str | None) -> list[ExposedUrl]:
+        """Sandboxes publish no ports: address them by name on the sandbox network."""
+        urls = []
+        for port in self.exposed_ports:
+            url = f'http://{container.name}:{port.container_port}'
+            if port.name == VSCODE:
+                folder = container.attrs['Config']['WorkingDir']
+                url += f'/?tkn={session_api_key}&folder={folder}'
+            urls.append(ExposedUrl(name=port.name, url=url, port=port.container_port))
+        return urls
+
+    async def get_sandbox_record_by_session_api_key(
+        self, session_api_key: str
+    ) -> SandboxRecord | None:
+        try:
+            for container in self.docker_client.containers.list(all=True):
+                if not (
+                    container.name
+                    and container.name.startswith(self.container_name_prefix)
+                    and self._visible(container)
+                ):
+                    continue
+                env = self._get_container_env_vars(container)
+                if env.get(SESSION_API_KEY_VARIABLE) == session_api_key:
+                    return SandboxRecord(
+                        id=container.name,
+                        created_by_user_id=container_owner(container),
+                    )
+            return None
+        except (NotFound, APIError):
+            return None
+
+    def _controls(self, sandbox_id: str) -> bool:
+        if not sandbox_id.startswith(self.container_name_prefix):
+            return False
+        try:
+            container = self.docker_client.containers.get(sandbox_id)
+        except (NotFound, APIError):
+            return False
+        return self._visible(container)
+
+    async def resume_sandbox(self, sandbox_id: str) -> bool:
+        if not self._controls(sandbox_id):
+            return False
+        return await super().resume_sandbox(sandbox_id)
+
+    async def pause_sandbox(self, sandbox_id: str) -> bool:
+        if not self._controls(sandbox_id):
+            return False
+        return await super().pause_sandbox(sandbox_id)
+
+    async def delete_sandbox(self, sandbox_id: str) -> bool:
+        if not self._controls(sandbox_id):
+            return False
+        return await super().delete_sandbox(sandbox_id)
+
+
+class SandportDockerSandboxServiceInjector(DockerSandboxServiceInjector):
+    """Upstream's Docker sandbox settings, with the service scoped to a principal."""
+
+    async def inject(
+        self, state: InjectorState, request: Request | None = None
+    ) -> AsyncGenerator[SandboxService, None]:
+        # Inline import, as upstream's injectors do, to avoid a circular import
+        from openhands.app_server.config import get_user_context
+
+        async with get_user_context(state, request) as user_context:
+            principal = await principal_of(user_context)
+        async for service in super().inject(state, request):
+            assert isinstance(service, DockerSandboxService)
+            values = {
+                f.name: getattr(service, f.name)
+                for f in dataclasses.fields(service)
+                if f.init
+            }
+            yield SandportDockerSandboxService(**values, sandport_principal=principal)

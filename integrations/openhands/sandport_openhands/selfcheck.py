@@ -1,0 +1,144 @@
+"""Start-up self-check: refuse to serve unless the security wiring is in effect.
+
+Run as ``python -m sandport_openhands.selfcheck`` after ``sandport patch
+apply`` and before the app starts. It checks the *effective* configuration
+(environment variables included, which could override the patched defaults):
+
+* the user auth class is ``SandportUserAuth`` and its verifier is configured;
+* settings and secrets use the per-user stores;
+* conversation metadata uses the per-user service;
+* sandboxes use the owner-scoped Docker service, and upstream's
+  ``start_sandbox`` calls the label and workspace hooks;
+* a conversation's id is fixed before its sandbox starts;
+* the per-user store can be written and read back.
+
+Exit status 0 when all hold; otherwise 1 and one line on stderr starting with
+``SECURITY SELF-CHECK FAILED:`` naming every failed check.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Callable
+
+
+def _check_auth() -> str | None:
+    from openhands.app_server.shared import server_config
+    from openhands.app_server.user_auth.user_auth import UserAuth
+    from openhands.app_server.utils.import_utils import get_impl
+
+    from sandport_openhands.auth import SandportUserAuth, configured_verifier
+    from sandport_openhands.identity import TrustedHeaderPolicy, trusted_header_verifier
+
+    impl = get_impl(UserAuth, server_config.user_auth_class)
+    if not issubclass(impl, SandportUserAuth):
+        return f'user auth class is {server_config.user_auth_class}'
+    verifier = configured_verifier()
+    if verifier is trusted_header_verifier and not TrustedHeaderPolicy.from_env().configured:
+        return (
+            'trusted-header identity without SANDPORT_TRUSTED_PROXIES or '
+            'SANDPORT_PROXY_SECRET_FILE'
+        )
+    return None
+
+
+def _check_stores() -> str | None:
+    from openhands.app_server import shared
+
+    from sandport_openhands.stores import SandportSecretsStore, SandportSettingsStore
+
+    problems = []
+    if not issubclass(shared.SettingsStoreImpl, SandportSettingsStore):
+        problems.append(f'settings store is {shared.SettingsStoreImpl.__name__}')
+    if not issubclass(shared.SecretsStoreImpl, SandportSecretsStore):
+        problems.append(f'secrets store is {shared.SecretsStoreImpl.__name__}')
+    return '; '.join(problems) or None
+
+
+def _check_services() -> str | None:
+    from openhands.app_server.config import get_global_config
+    from openhands.app_server.user.auth_user_context import AuthUserContextInjector
+
+    from sandport_openhands.conversations import (
+        UserScopedAppConversationInfoServiceInjector,
+    )
+    from sandport_openhands.sandbox import SandportDockerSandboxServiceInjector
+
+    config = get_global_config()
+    problems = []
+    if not isinstance(
+        config.app_conversation_info, UserScopedAppConversationInfoServiceInjector
+    ):
+        problems.append(
+            f'conversation metadata service is {type(config.app_conversation_info).__name__}'
+        )
+    if not isinstance(config.sandbox, SandportDockerSandboxServiceInjector):
+        problems.append(f'sandbox service is {type(config.sandbox).__name__}')
+    if type(config.user) is not AuthUserContextInjector:
+        problems.append(f'user context is {type(config.user).__name__}')
+    return '; '.join(problems) or None
+
+
+def _check_patched_code() -> str | None:
+    from openhands.app_server.app_conversation import (
+        live_status_app_conversation_service as live_status,
+    )
+    from openhands.app_server.sandbox.docker_sandbox_service import (
+        DockerSandboxService,
+    )
+
+    problems = []
+    start = inspect.getsource(DockerSandboxService.start_sandbox)
+    for hook in ('sandbox_labels(', 'sandbox_volumes(', 'new_sandbox_id('):
+        if hook not in start:
+            problems.append(f'start_sandbox does not call {hook[:-1]}')
+    source = inspect.getsource(live_status)
+    if 'request.conversation_id = uuid4()' not in source:
+        problems.append('conversation id is not fixed before the sandbox starts')
+    return '; '.join(problems) or None
+
+
+def _check_storage() -> str | None:
+    from sandport_openhands.storage import default_store
+
+    store = default_store()
+    probe = b'sandport self-check\n'
+    store.write('.selfcheck', probe)
+    if store.read('.selfcheck') != probe:
+        return 'user data store returned different bytes'
+    return None
+
+
+CHECKS: dict[str, Callable[[], str | None]] = {
+    'identity': _check_auth,
+    'settings-and-secrets': _check_stores,
+    'services': _check_services,
+    'patched-code': _check_patched_code,
+    'user-data-store': _check_storage,
+}
+
+
+def run() -> list[str]:
+    failures = []
+    for name, check in CHECKS.items():
+        try:
+            problem = check()
+        except Exception as e:  # any error is a failed check
+            problem = f'{type(e).__name__}: {e}'
+        if problem:
+            failures.append(f'{name} ({problem})')
+    return failures
+
+
+def main() -> int:
+    failures = run()
+    if failures:
+        print('SECURITY SELF-CHECK FAILED: ' + ', '.join(failures), file=sys.stderr)
+        return 1
+    print('sandport self-check passed: ' + ', '.join(CHECKS), file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
