@@ -1,1 +1,157 @@
-fn main() {}
+//! The `sandport` command: serve, check-config, routes, explain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sandport::config::{self, FileConfig};
+use sandport::{app, inspect, telemetry};
+
+/// Exit code for configuration errors (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandport",
+    version,
+    about = "Runtime gateway for AI-agent sandbox containers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default command). Without --config, embedded defaults apply.
+    Serve {
+        #[arg(long, env = "SANDPORT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file (and SANDPORT_* variables); exit 64 naming the bad key.
+    CheckConfig { file: PathBuf },
+    /// List the sandboxes discovery sees.
+    Routes {
+        #[arg(long, env = "SANDPORT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the routing decision for a URL as a user would get it, without sending traffic.
+    Explain {
+        url: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, env = "SANDPORT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { config: None });
+    match command {
+        Command::Serve { config } => with_config(config, serve),
+        Command::CheckConfig { file } => with_config(Some(file), |_| {
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }),
+        Command::Routes { config, json } => with_config(config, |config| routes(&config, json)),
+        Command::Explain { url, user, config } => {
+            with_config(config, |config| explain(&config, &url, &user))
+        }
+    }
+}
+
+fn with_config(path: Option<PathBuf>, then: impl FnOnce(FileConfig) -> ExitCode) -> ExitCode {
+    match config::load(path.as_deref(), std::env::vars()) {
+        Ok(config) => then(config),
+        Err(error) => {
+            eprintln!("sandport: configuration error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve(config: FileConfig) -> ExitCode {
+    telemetry::init(&config.log);
+    let result = runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(app::run(config, shutdown_signal())));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sandport: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn routes(config: &FileConfig, json: bool) -> ExitCode {
+    let table = match runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(inspect::load_table(config)))
+    {
+        Ok(table) => table,
+        Err(error) => {
+            eprintln!("sandport: cannot read sandboxes: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sandboxes = table.sandboxes();
+    if json {
+        let plain: Vec<_> = sandboxes.iter().map(|s| &**s).collect();
+        match serde_json::to_string_pretty(&plain) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("sandport: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", inspect::format_routes(&sandboxes));
+    }
+    ExitCode::SUCCESS
+}
+
+fn explain(config: &FileConfig, url: &str, user: &str) -> ExitCode {
+    let result = runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(inspect::load_table(config)))
+        .and_then(|table| inspect::explain(config, &table, url, user));
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sandport: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without handlers the process could not drain; wait forever rather than exit at once.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

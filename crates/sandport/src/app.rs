@@ -1,0 +1,199 @@
+//! Wiring: configuration → components → listeners, and the drain on shutdown.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Admin};
+use crate::config::{DiscoveryBackend, FileConfig, IdentityMode};
+use crate::discovery::{self, Store};
+use crate::identity::{Authenticator, HeaderRule, Secret, TokenAuth, TOKEN_QUERY};
+use crate::proxy::{forward, Gateway};
+use crate::{metrics, routing, server};
+
+/// Runs the gateway until `shutdown_signal` completes, then drains.
+pub async fn run(
+    config: FileConfig,
+    shutdown_signal: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let metrics_handle = metrics::install()?;
+    let listen = config.listen_addr()?;
+    let admin_addr = config.admin_addr()?;
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let authenticator = authenticator(&config)?;
+    let store = Arc::new(Store::new(Duration::from_secs(
+        config.discovery.max_staleness_secs,
+    )));
+    let discovery_cancel = CancellationToken::new();
+    spawn_discovery(&config, &store, &discovery_cancel);
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
+    let listen = listener.local_addr()?;
+    if let Authenticator::Token(auth) = &authenticator {
+        if config.identity.token.is_none() && config.identity.token_file.is_none() {
+            announce_token(&config, listen.port(), auth.token.expose());
+        }
+    }
+    let gateway = Arc::new(Gateway {
+        routing: routing::Config {
+            runtime_domain: config.routing.effective_runtime_domain(),
+        },
+        authenticator,
+        store: Arc::clone(&store),
+        system_ports: config.discovery.system_ports.clone(),
+        client: forward::client(Duration::from_millis(config.proxy.connect_timeout_ms)),
+        app_authority: config.app_upstream()?,
+        external_scheme: config.external_scheme().to_owned(),
+        body_limit: config.proxy.body_limit_bytes,
+        idle_timeout: Duration::from_secs(config.proxy.idle_timeout_secs),
+        tunnels: tokio_util::task::TaskTracker::new(),
+        tunnel_cancel: CancellationToken::new(),
+    });
+    let admin = Arc::new(Admin {
+        store: Arc::clone(&store),
+        metrics: metrics_handle.clone(),
+        draining: false.into(),
+    });
+    let admin_stop = CancellationToken::new();
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&admin),
+        admin_stop.clone(),
+    ));
+    tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            upkeep.tick().await;
+            metrics_handle.run_upkeep();
+        }
+    });
+    tracing::info!(%listen, admin = %admin_addr, tls = tls.is_some(), "sandport listening");
+
+    let signals = server::Shutdown::default();
+    let server_config = server::Config {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+        max_connections: config.server.max_connections,
+    };
+    let accept_loop = tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&gateway),
+        server_config,
+        tls,
+        signals.clone(),
+    ));
+    shutdown_signal.await;
+
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    tracing::info!(grace_secs = grace.as_secs(), "draining");
+    admin.draining.store(true, Ordering::Relaxed);
+    signals.shutdown.cancel();
+    let _ = accept_loop.await;
+    signals.connections.close();
+    gateway.tunnels.close();
+    let drained = tokio::time::timeout(grace, async {
+        signals.connections.wait().await;
+        gateway.tunnels.wait().await;
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!(
+            connections = signals.connections.len(),
+            tunnels = gateway.tunnels.len(),
+            "grace period over; closing what is still open"
+        );
+    }
+    gateway.tunnel_cancel.cancel();
+    signals.hard_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), gateway.tunnels.wait()).await;
+    discovery_cancel.cancel();
+    admin_stop.cancel();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_discovery(config: &FileConfig, store: &Arc<Store>, cancel: &CancellationToken) {
+    match config.discovery.backend {
+        DiscoveryBackend::Static => discovery::fixed::load(store, &config.discovery.sandboxes),
+        DiscoveryBackend::Docker => {
+            tokio::spawn(discovery::docker::run(
+                docker_config(config),
+                Arc::clone(store),
+                cancel.clone(),
+            ));
+        }
+    }
+}
+
+/// The Docker backend settings from the configuration.
+pub fn docker_config(config: &FileConfig) -> discovery::docker::Config {
+    discovery::docker::Config {
+        socket: config.discovery.docker_socket.clone(),
+        network: config.discovery.network.clone(),
+        reconcile_interval: Duration::from_secs(config.discovery.reconcile_interval_secs),
+        timeout: Duration::from_secs(config.discovery.docker_timeout_secs),
+    }
+}
+
+/// Builds the identity mode, reading secret files.
+pub fn authenticator(config: &FileConfig) -> anyhow::Result<Authenticator> {
+    let identity = &config.identity;
+    Ok(match identity.mode {
+        IdentityMode::Token => {
+            let token = match (&identity.token, &identity.token_file) {
+                (Some(token), _) => Secret::new(token.clone()),
+                (None, Some(path)) => Secret::new(read_secret("identity.token_file", path)?),
+                (None, None) => Secret::generate(),
+            };
+            Authenticator::Token(TokenAuth {
+                token,
+                user_id: identity.user_id.clone(),
+            })
+        }
+        IdentityMode::TrustedHeader => Authenticator::TrustedHeader(HeaderRule {
+            trusted_proxies: identity.trusted_proxies.clone(),
+            shared_secret: identity
+                .shared_secret_file
+                .as_deref()
+                .map(|path| read_secret("identity.shared_secret_file", path).map(Secret::new))
+                .transpose()?,
+        }),
+    })
+}
+
+fn read_secret(key: &str, path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+    let secret = text.trim().to_owned();
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "{key}: the secret in {} is shorter than 16 characters",
+        path.display()
+    );
+    Ok(secret)
+}
+
+/// Prints the generated token once, as a URL the user can open (like Jupyter does).
+#[allow(clippy::print_stderr)]
+fn announce_token(config: &FileConfig, port: u16, token: &str) {
+    eprintln!(
+        "sandport: open {}://{}:{port}/?{TOKEN_QUERY}={token}\n          (or send `Authorization: Bearer {token}`)",
+        config.external_scheme(),
+        config.routing.base_domain,
+    );
+}

@@ -1,0 +1,394 @@
+//! The configuration file's shape, with the embedded defaults and validation.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::{parse_socket_addr, ConfigError};
+
+/// The whole file. Every section and key is optional; missing ones take their defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub admin: AdminSection,
+    pub routing: RoutingSection,
+    pub app: AppSection,
+    pub identity: IdentitySection,
+    pub discovery: DiscoverySection,
+    pub proxy: ProxySection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The scheme browsers use to reach sandport (`http` or `https`); defaults to `https`
+    /// when TLS is configured here, `http` otherwise. Set it to `https` behind a TLS edge.
+    pub external_scheme: Option<String>,
+    pub header_read_timeout_secs: u64,
+    pub max_connections: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            external_scheme: None,
+            header_read_timeout_secs: 15,
+            max_connections: 10_000,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    pub base_domain: String,
+    /// Defaults to `runtime.{base_domain}`.
+    pub runtime_domain: Option<String>,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        Self {
+            base_domain: "localhost".into(),
+            runtime_domain: None,
+        }
+    }
+}
+
+impl RoutingSection {
+    pub fn effective_runtime_domain(&self) -> String {
+        self.runtime_domain
+            .clone()
+            .unwrap_or_else(|| format!("runtime.{}", self.base_domain))
+            .to_ascii_lowercase()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppSection {
+    pub upstream: String,
+}
+
+impl Default for AppSection {
+    fn default() -> Self {
+        Self {
+            upstream: "http://127.0.0.1:3000".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    Token,
+    TrustedHeader,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    pub mode: IdentityMode,
+    /// Token mode: the principal every valid token stands for.
+    pub user_id: String,
+    /// Token mode: the token; generated at start (and printed once) when neither this nor
+    /// `token_file` is set.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Trusted-header mode: peers (CIDR) whose `X-Cognito-User-Id` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Trusted-header mode: file holding the shared secret expected in `X-Origin-Verify`.
+    pub shared_secret_file: Option<PathBuf>,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Self {
+            mode: IdentityMode::Token,
+            user_id: "local".into(),
+            token: None,
+            token_file: None,
+            trusted_proxies: Vec::new(),
+            shared_secret_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryBackend {
+    Docker,
+    Static,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    pub backend: DiscoveryBackend,
+    pub docker_socket: PathBuf,
+    /// The Docker network whose address is used; when unset, networks sorted by name.
+    pub network: Option<String>,
+    pub max_staleness_secs: u64,
+    pub reconcile_interval_secs: u64,
+    pub docker_timeout_secs: u64,
+    /// Ports of system services inside every sandbox (agent server, VS Code), always used as
+    /// requested and never translated.
+    pub system_ports: Vec<u16>,
+    /// Static backend: the sandboxes.
+    pub sandboxes: Vec<StaticSandbox>,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        Self {
+            backend: DiscoveryBackend::Docker,
+            docker_socket: "/var/run/docker.sock".into(),
+            network: None,
+            max_staleness_secs: 5,
+            reconcile_interval_secs: 30,
+            docker_timeout_secs: 5,
+            system_ports: vec![8000, 8001],
+            sandboxes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSandbox {
+    pub conversation_id: String,
+    pub user_id: Option<String>,
+    pub address: IpAddr,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    pub body_limit_bytes: u64,
+    pub connect_timeout_ms: u64,
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 100 * 1024 * 1024,
+            connect_timeout_ms: 5_000,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl FileConfig {
+    /// Checks what serde cannot: addresses, URLs, domains, ids, ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.admin_addr()?;
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid(
+                "server.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+        if let Some(scheme) = &self.server.external_scheme {
+            if scheme != "http" && scheme != "https" {
+                return Err(invalid("server.external_scheme", "must be http or https"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        validate_domain("routing.base_domain", &self.routing.base_domain)?;
+        if let Some(domain) = &self.routing.runtime_domain {
+            validate_domain("routing.runtime_domain", domain)?;
+        }
+        self.app_upstream()?;
+        self.validate_identity()?;
+        self.validate_discovery()?;
+        if self.proxy.connect_timeout_ms == 0 {
+            return Err(invalid("proxy.connect_timeout_ms", "must be positive"));
+        }
+        if self.proxy.idle_timeout_secs == 0 {
+            return Err(invalid("proxy.idle_timeout_secs", "must be positive"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|error| invalid("log.level", error.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        let identity = &self.identity;
+        if identity.user_id.trim().is_empty() {
+            return Err(invalid("identity.user_id", "must not be empty"));
+        }
+        if identity.token.is_some() && identity.token_file.is_some() {
+            return Err(invalid(
+                "identity.token",
+                "set token or token_file, not both",
+            ));
+        }
+        if let Some(token) = &identity.token {
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "identity.token",
+                    "must be at least 16 printable ASCII characters",
+                ));
+            }
+        }
+        if identity.mode == IdentityMode::TrustedHeader && identity.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "identity.trusted_proxies",
+                "trusted_header mode needs at least one trusted proxy CIDR",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_discovery(&self) -> Result<(), ConfigError> {
+        let discovery = &self.discovery;
+        if discovery.max_staleness_secs == 0 {
+            return Err(invalid("discovery.max_staleness_secs", "must be positive"));
+        }
+        if discovery.reconcile_interval_secs == 0 {
+            return Err(invalid(
+                "discovery.reconcile_interval_secs",
+                "must be positive",
+            ));
+        }
+        if discovery.docker_timeout_secs == 0 {
+            return Err(invalid("discovery.docker_timeout_secs", "must be positive"));
+        }
+        if discovery.system_ports.contains(&0) {
+            return Err(invalid("discovery.system_ports", "ports are 1-65535"));
+        }
+        for sandbox in &discovery.sandboxes {
+            if crate::routing::ConversationId::parse(&sandbox.conversation_id).is_none() {
+                return Err(invalid(
+                    "discovery.sandboxes.conversation_id",
+                    format!(
+                        "{:?} is not 32 lowercase hex characters",
+                        sandbox.conversation_id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_socket_addr("server.listen", &self.server.listen)
+    }
+
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_socket_addr("admin.listen", &self.admin.listen)
+    }
+
+    /// The app upstream as `host:port` authority (plain HTTP only).
+    pub fn app_upstream(&self) -> Result<http::uri::Authority, ConfigError> {
+        let key = "app.upstream";
+        let uri: http::Uri = self
+            .app
+            .upstream
+            .parse()
+            .map_err(|_| invalid(key, format!("{:?} is not a URL", self.app.upstream)))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(invalid(key, "must be an http:// URL"));
+        }
+        if uri.path() != "/" || uri.query().is_some() {
+            return Err(invalid(key, "must have no path or query"));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| invalid(key, "must name a host"))?;
+        if authority.port_u16().is_some() {
+            Ok(authority.clone())
+        } else {
+            format!("{}:80", authority.host())
+                .parse()
+                .map_err(|_| invalid(key, "must name a host"))
+        }
+    }
+
+    pub fn external_scheme(&self) -> &str {
+        match &self.server.external_scheme {
+            Some(scheme) => scheme,
+            None if self.server.tls_cert.is_some() => "https",
+            None => "http",
+        }
+    }
+}
+
+fn validate_domain(key: &'static str, domain: &str) -> Result<(), ConfigError> {
+    let valid = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{domain:?} is not a domain name")))
+    }
+}

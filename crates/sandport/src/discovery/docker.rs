@@ -1,0 +1,252 @@
+//! The Docker backend: a label-filtered list, then the `/events` stream, plus a periodic
+//! reconcile. The only code that talks to Docker.
+//!
+//! Every relevant event re-lists that one container (idempotent: replayed events are
+//! harmless). A broken stream, a failed call, a non-2xx or unparsable answer all end the
+//! session: the store is marked stale, and after a backoff a full resync starts over.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::labels::sandbox_from_summary;
+use super::{Event, Sandbox, Store, CONVERSATION_LABEL};
+use crate::metrics;
+
+/// Docker backend settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub network: Option<String>,
+    pub reconcile_interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Why a Docker session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker API error: {0}")]
+    Api(#[from] bollard::errors::Error),
+    #[error("docker API call timed out")]
+    Timeout,
+    #[error("docker event stream ended")]
+    StreamEnded,
+}
+
+/// Connects and negotiates the API version (bollard's default is newer than many engines).
+pub async fn connect(config: &Config) -> Result<Docker, DockerError> {
+    let socket = config.socket.to_string_lossy();
+    let docker = Docker::connect_with_socket(
+        &socket,
+        config.timeout.as_secs().max(1),
+        bollard::API_DEFAULT_VERSION,
+    )?;
+    metrics::docker_call("version");
+    bounded(config.timeout, docker.negotiate_version()).await
+}
+
+/// Lists sandboxes: all of them, or the one container `only`.
+pub async fn list(
+    docker: &Docker,
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<Sandbox>, DockerError> {
+    let mut filters = HashMap::from([("label".to_owned(), vec![CONVERSATION_LABEL.to_owned()])]);
+    if let Some(id) = only {
+        filters.insert("id".to_owned(), vec![id.to_owned()]);
+    }
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    metrics::docker_call("list");
+    let summaries = bounded(config.timeout, docker.list_containers(Some(options))).await?;
+    Ok(summaries
+        .iter()
+        .filter_map(
+            |summary| match sandbox_from_summary(summary, config.network.as_deref()) {
+                Ok(sandbox) => Some(sandbox),
+                Err(reason) => {
+                    tracing::debug!(container = ?summary.id, %reason, "container ignored");
+                    None
+                }
+            },
+        )
+        .filter(|sandbox| only.is_none_or(|id| sandbox.container_id.starts_with(id)))
+        .collect())
+}
+
+/// Runs the backend until `cancel` fires, keeping `store` in sync.
+pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(500);
+    let mut cause = "start";
+    loop {
+        let session = Session {
+            config: &config,
+            store: &store,
+        };
+        match session.run(cause, &cancel).await {
+            Ok(()) => return,
+            Err(error) => {
+                store.mark_stale(Instant::now());
+                if store.is_synced() {
+                    tracing::warn!(%error, "lost track of Docker; resyncing");
+                } else {
+                    tracing::warn!(%error, socket = %config.socket.display(), "Docker unreachable");
+                }
+            }
+        }
+        cause = "reconnect";
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(jitter(backoff)) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        if store.is_usable(Instant::now()) {
+            backoff = Duration::from_millis(500);
+        }
+    }
+}
+
+struct Session<'a> {
+    config: &'a Config,
+    store: &'a Store,
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        cause: &'static str,
+        cancel: &CancellationToken,
+    ) -> Result<(), DockerError> {
+        let docker = connect(self.config).await?;
+        // Subscribe from just before the list, so nothing between the two is missed.
+        let since = unix_now().saturating_sub(1);
+        self.resync(&docker, cause).await?;
+        let options = EventsOptions {
+            since: Some(since.to_string()),
+            until: None,
+            filters: Some(HashMap::from([(
+                "type".to_owned(),
+                vec!["container".to_owned(), "network".to_owned()],
+            )])),
+        };
+        metrics::docker_call("events");
+        let mut events = docker.events(Some(options));
+        let mut reconcile = tokio::time::interval(self.config.reconcile_interval);
+        reconcile.tick().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                event = events.next() => match event {
+                    Some(Ok(event)) => self.handle(&docker, event).await?,
+                    Some(Err(error)) => return Err(error.into()),
+                    None => return Err(DockerError::StreamEnded),
+                },
+                _ = reconcile.tick() => self.resync(&docker, "reconcile").await?,
+            }
+        }
+    }
+
+    async fn resync(&self, docker: &Docker, cause: &'static str) -> Result<(), DockerError> {
+        let sandboxes = list(docker, self.config, None).await?;
+        tracing::info!(sandboxes = sandboxes.len(), cause, "sandbox table synced");
+        ::metrics::counter!(metrics::DISCOVERY_RESYNCS, "cause" => cause).increment(1);
+        self.store.apply(Event::Restarted(sandboxes));
+        Ok(())
+    }
+
+    async fn handle(&self, docker: &Docker, event: EventMessage) -> Result<(), DockerError> {
+        let Some(container_id) = self.relevant_container(&event) else {
+            return Ok(());
+        };
+        let action = event.action.as_deref().unwrap_or("");
+        ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => action_label(action))
+            .increment(1);
+        let mut found = list(docker, self.config, Some(&container_id)).await?;
+        let update = match found.pop() {
+            Some(sandbox) => Event::Upserted(sandbox),
+            None => Event::Removed { container_id },
+        };
+        tracing::debug!(action, ?update, "discovery event");
+        self.store.apply(update);
+        Ok(())
+    }
+
+    /// The container an event is about, when it may change the table.
+    fn relevant_container(&self, event: &EventMessage) -> Option<String> {
+        let action = event.action.as_deref()?;
+        if action.starts_with("exec_") {
+            return None;
+        }
+        let actor = event.actor.as_ref()?;
+        let attributes = actor.attributes.as_ref();
+        match event.typ? {
+            EventMessageTypeEnum::CONTAINER => {
+                let labelled = attributes.is_some_and(|a| a.contains_key(CONVERSATION_LABEL));
+                let known = actor
+                    .id
+                    .as_deref()
+                    .is_some_and(|id| self.store.snapshot().contains(id));
+                (labelled || known).then(|| actor.id.clone()).flatten()
+            }
+            EventMessageTypeEnum::NETWORK => {
+                let container = attributes?.get("container")?;
+                self.store
+                    .snapshot()
+                    .contains(container)
+                    .then(|| container.clone())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Folds Docker's open-ended action strings into a small label set.
+fn action_label(action: &str) -> &'static str {
+    match action.split(':').next().unwrap_or("") {
+        "create" => "create",
+        "start" => "start",
+        "restart" => "restart",
+        "die" => "die",
+        "stop" => "stop",
+        "kill" => "kill",
+        "destroy" => "destroy",
+        "pause" => "pause",
+        "unpause" => "unpause",
+        "rename" => "rename",
+        "connect" => "connect",
+        "disconnect" => "disconnect",
+        "health_status" => "health_status",
+        _ => "other",
+    }
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, DockerError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .map_err(|_| DockerError::Timeout)?
+        .map_err(DockerError::from)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn jitter(base: Duration) -> Duration {
+    let spread = u64::try_from(base.as_millis() / 4).unwrap_or(0).max(1);
+    base + Duration::from_millis(rand::random_range(0..spread))
+}

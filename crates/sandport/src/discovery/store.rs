@@ -1,0 +1,291 @@
+//! The snapshot of sandboxes and its freshness. Pure apart from the atomic swap: time is
+//! passed in, and nothing here talks to a backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::{Event, LookupError, Sandbox, SandboxState};
+
+/// An immutable table of sandboxes, indexed by container and by conversation.
+#[derive(Debug, Default)]
+pub struct Table {
+    containers: HashMap<String, Arc<Sandbox>>,
+    /// The container that serves each conversation: the newest running one, else the newest.
+    by_conversation: HashMap<String, Arc<Sandbox>>,
+}
+
+impl Table {
+    fn from_containers(containers: HashMap<String, Arc<Sandbox>>) -> Self {
+        let mut by_conversation: HashMap<String, Arc<Sandbox>> = HashMap::new();
+        for sandbox in containers.values() {
+            match by_conversation.get(&sandbox.conversation) {
+                Some(current) if !serves_before(sandbox, current) => {}
+                _ => {
+                    by_conversation.insert(sandbox.conversation.clone(), Arc::clone(sandbox));
+                }
+            }
+        }
+        Self {
+            containers,
+            by_conversation,
+        }
+    }
+
+    /// Applies one event, returning the new table.
+    pub fn apply(&self, event: Event) -> Self {
+        let containers = match event {
+            Event::Restarted(sandboxes) => sandboxes
+                .into_iter()
+                .map(|s| (s.container_id.clone(), Arc::new(s)))
+                .collect(),
+            Event::Upserted(sandbox) => {
+                let mut containers = self.containers.clone();
+                containers.insert(sandbox.container_id.clone(), Arc::new(sandbox));
+                containers
+            }
+            Event::Removed { container_id } => {
+                let mut containers = self.containers.clone();
+                containers.remove(&container_id);
+                containers
+            }
+        };
+        Self::from_containers(containers)
+    }
+
+    /// Every sandbox, sorted by conversation then newest first.
+    pub fn sandboxes(&self) -> Vec<Arc<Sandbox>> {
+        let mut all: Vec<_> = self.containers.values().cloned().collect();
+        all.sort_by(|a, b| {
+            (a.conversation.as_str(), -a.created, a.container_id.as_str()).cmp(&(
+                b.conversation.as_str(),
+                -b.created,
+                b.container_id.as_str(),
+            ))
+        });
+        all
+    }
+
+    /// Conversations served by more than one running container.
+    pub fn duplicates(&self) -> Vec<String> {
+        let mut running: HashMap<&str, usize> = HashMap::new();
+        for sandbox in self.containers.values() {
+            if sandbox.state == SandboxState::Running {
+                *running.entry(&sandbox.conversation).or_default() += 1;
+            }
+        }
+        let mut duplicates: Vec<String> = running
+            .into_iter()
+            .filter(|(_, count)| *count > 1)
+            .map(|(conversation, _)| conversation.to_owned())
+            .collect();
+        duplicates.sort();
+        duplicates
+    }
+
+    /// The sandbox that serves a conversation, if it can take traffic.
+    pub fn lookup(&self, conversation: &str) -> Result<Arc<Sandbox>, LookupError> {
+        let sandbox = self
+            .by_conversation
+            .get(conversation)
+            .ok_or(LookupError::NotFound)?;
+        match sandbox.state {
+            SandboxState::Running if sandbox.address.is_some() => Ok(Arc::clone(sandbox)),
+            SandboxState::Running => Err(LookupError::NoAddress),
+            SandboxState::Paused => Err(LookupError::Paused),
+            SandboxState::Stopped => Err(LookupError::NotFound),
+        }
+    }
+
+    pub fn contains(&self, container_id: &str) -> bool {
+        self.containers.contains_key(container_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.containers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+}
+
+/// Whether `a` should serve its conversation rather than `b`: running beats paused beats
+/// stopped; then the newest; then the container id, so the choice never depends on order.
+fn serves_before(a: &Sandbox, b: &Sandbox) -> bool {
+    let rank = |s: &Sandbox| match s.state {
+        SandboxState::Running => 2,
+        SandboxState::Paused => 1,
+        SandboxState::Stopped => 0,
+    };
+    (rank(a), a.created, a.container_id.as_str()) > (rank(b), b.created, b.container_id.as_str())
+}
+
+/// The shared store: one writer (the backend task), many readers (request handlers).
+#[derive(Debug)]
+pub struct Store {
+    table: ArcSwap<Table>,
+    synced: AtomicBool,
+    /// Milliseconds since `epoch` when the backend lost track; 0 while fresh.
+    stale_since_ms: AtomicU64,
+    epoch: Instant,
+    max_staleness: Duration,
+}
+
+/// The result of a lookup.
+pub type Lookup = Result<Arc<Sandbox>, LookupError>;
+
+impl Store {
+    pub fn new(max_staleness: Duration) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(Table::default()),
+            synced: AtomicBool::new(false),
+            stale_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            max_staleness,
+        }
+    }
+
+    /// Applies an event. A `Restarted` also marks the store synced and fresh.
+    pub fn apply(&self, event: Event) {
+        let restarted = matches!(event, Event::Restarted(_));
+        let next = self.table.load().apply(event);
+        for conversation in next.duplicates() {
+            tracing::warn!(
+                conversation = %conversation,
+                "several running containers carry one conversation id; the newest wins"
+            );
+        }
+        self.table.store(Arc::new(next));
+        if restarted {
+            self.synced.store(true, Ordering::Release);
+            self.mark_fresh();
+        }
+    }
+
+    pub fn mark_fresh(&self) {
+        self.stale_since_ms.store(0, Ordering::Release);
+    }
+
+    /// Records that the backend lost track at `now` (the first loss counts).
+    pub fn mark_stale(&self, now: Instant) {
+        let since = self.millis(now).max(1);
+        let _ = self
+            .stale_since_ms
+            .compare_exchange(0, since, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether lookups may be answered at `now`.
+    pub fn is_usable(&self, now: Instant) -> bool {
+        if !self.synced.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.stale_since_ms.load(Ordering::Acquire) {
+            0 => true,
+            since => {
+                self.millis(now).saturating_sub(since)
+                    <= u64::try_from(self.max_staleness.as_millis()).unwrap_or(u64::MAX)
+            }
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn lookup(&self, conversation: &str, now: Instant) -> Lookup {
+        if !self.is_usable(now) {
+            return Err(LookupError::Unavailable);
+        }
+        self.table.load().lookup(conversation)
+    }
+
+    pub fn snapshot(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::SandboxState::{Paused, Running, Stopped};
+
+    fn sandbox(id: &str, conversation: &str, created: i64, state: SandboxState) -> Sandbox {
+        Sandbox {
+            conversation: conversation.into(),
+            owner: Some("alice".into()),
+            container_id: id.into(),
+            name: format!("name-{id}"),
+            created,
+            state,
+            address: Some("10.0.0.1".parse().unwrap()),
+            ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn newest_running_container_wins() {
+        let table = Table::default().apply(Event::Restarted(vec![
+            sandbox("a", "c1", 10, Running),
+            sandbox("b", "c1", 20, Running),
+            sandbox("c", "c1", 30, Stopped),
+        ]));
+        assert_eq!(table.lookup("c1").unwrap().container_id, "b");
+        assert_eq!(table.duplicates(), vec!["c1".to_owned()]);
+    }
+
+    #[test]
+    fn events_update_the_table() {
+        let table = Table::default().apply(Event::Restarted(vec![sandbox("a", "c1", 1, Running)]));
+        let table = table.apply(Event::Upserted(sandbox("a", "c1", 1, Paused)));
+        assert_eq!(table.lookup("c1"), Err(LookupError::Paused));
+        let table = table.apply(Event::Upserted(sandbox("a", "c1", 1, Stopped)));
+        assert_eq!(table.lookup("c1"), Err(LookupError::NotFound));
+        let table = table.apply(Event::Removed {
+            container_id: "a".into(),
+        });
+        assert!(table.is_empty());
+        assert_eq!(table.lookup("c1"), Err(LookupError::NotFound));
+    }
+
+    #[test]
+    fn running_without_address_is_an_error() {
+        let mut no_ip = sandbox("a", "c1", 1, Running);
+        no_ip.address = None;
+        let table = Table::default().apply(Event::Restarted(vec![no_ip]));
+        assert_eq!(table.lookup("c1"), Err(LookupError::NoAddress));
+    }
+
+    #[test]
+    fn staleness_is_bounded() {
+        let store = Store::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(store.lookup("c1", t0), Err(LookupError::Unavailable));
+        store.apply(Event::Restarted(vec![sandbox("a", "c1", 1, Running)]));
+        assert!(store.lookup("c1", t0).is_ok());
+        store.mark_stale(t0 + Duration::from_secs(1));
+        assert!(store.lookup("c1", t0 + Duration::from_secs(5)).is_ok());
+        assert_eq!(
+            store.lookup("c1", t0 + Duration::from_secs(7)),
+            Err(LookupError::Unavailable)
+        );
+        // A later loss does not move the first one forward.
+        store.mark_stale(t0 + Duration::from_secs(6));
+        assert_eq!(
+            store.lookup("c1", t0 + Duration::from_secs(7)),
+            Err(LookupError::Unavailable)
+        );
+        store.apply(Event::Restarted(vec![]));
+        assert_eq!(
+            store.lookup("c1", t0 + Duration::from_secs(7)),
+            Err(LookupError::NotFound)
+        );
+    }
+}

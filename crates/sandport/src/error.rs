@@ -1,0 +1,349 @@
+//! The one place that turns a failure into what the client sees: status, body, headers,
+//! log level and metric reason. Bodies are `text/plain; charset=utf-8`, compatible with the
+//! previous gateway's exact strings.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::authz::Denied;
+use crate::discovery::LookupError;
+use crate::proxy::body::{full, Body};
+use crate::routing::{ConversationId, RouteError};
+
+pub const UNAUTHENTICATED_BODY: &str =
+    "Authentication required. Please login at the main application first.";
+
+/// Every reason sandport answers a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("lookup failed for {conversation}: {error}")]
+    Lookup {
+        conversation: ConversationId,
+        error: LookupError,
+    },
+    #[error("access denied to {conversation}: {denied}")]
+    Denied {
+        conversation: ConversationId,
+        denied: Denied,
+    },
+    #[error("request body larger than the limit")]
+    BodyTooLarge,
+    #[error("upstream {upstream} not reachable: {source}")]
+    UpstreamUnreachable {
+        upstream: Upstream,
+        source: BoxError,
+    },
+    #[error("upstream {upstream} timed out")]
+    UpstreamTimeout { upstream: Upstream },
+    #[error("upstream {upstream} failed: {source}")]
+    UpstreamFailed {
+        upstream: Upstream,
+        source: BoxError,
+    },
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which upstream a failure concerns.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    App,
+    Sandbox(ConversationId),
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::App => f.write_str("app"),
+            Upstream::Sandbox(conversation) => write!(f, "sandbox {conversation}"),
+        }
+    }
+}
+
+/// How the client asked, where that changes the answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestKind {
+    /// A browser navigation (gets a self-retrying HTML page instead of a bare 502).
+    pub navigation: bool,
+    /// The previous UI's background probe: `Origin` present, `Sec-Fetch-Mode` absent or
+    /// `cors`, and `Accept` mentioning `application/json`.
+    pub cors_probe: bool,
+}
+
+impl RequestKind {
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let fetch_mode = text("sec-fetch-mode");
+        let accept = text("accept").unwrap_or("");
+        Self {
+            navigation: fetch_mode == Some("navigate")
+                || (fetch_mode.is_none() && accept.contains("text/html")),
+            cors_probe: headers.contains_key(header::ORIGIN)
+                && fetch_mode.is_none_or(|mode| mode == "cors")
+                && accept.contains("application/json"),
+        }
+    }
+}
+
+/// The decision for one error: status, public message, log level and metric reason.
+struct Decision {
+    status: StatusCode,
+    message: String,
+    reason: &'static str,
+    warn: bool,
+}
+
+impl ProxyError {
+    /// The status and public message the client would get.
+    pub fn status_and_message(&self) -> (StatusCode, String) {
+        let decision = self.decide();
+        (decision.status, decision.message)
+    }
+
+    /// The metric and log reason for this error.
+    pub fn reason(&self) -> &'static str {
+        self.decide().reason
+    }
+
+    fn decide(&self) -> Decision {
+        let d = |status, message: String, reason, warn| Decision {
+            status,
+            message,
+            reason,
+            warn,
+        };
+        match self {
+            ProxyError::BadRequest(_) => d(
+                StatusCode::BAD_REQUEST,
+                "Bad request".into(),
+                "bad_request",
+                false,
+            ),
+            ProxyError::Route(RouteError::MalformedRuntimePath) => d(
+                StatusCode::NOT_FOUND,
+                "Not found".into(),
+                "malformed_route",
+                false,
+            ),
+            ProxyError::Unauthenticated => d(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHENTICATED_BODY.into(),
+                "unauthenticated",
+                false,
+            ),
+            ProxyError::Lookup {
+                conversation,
+                error,
+            } => match error {
+                LookupError::Unavailable => d(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Docker service unavailable".into(),
+                    "discovery_unavailable",
+                    true,
+                ),
+                LookupError::NotFound => d(
+                    StatusCode::NOT_FOUND,
+                    format!("No container found for conversation {conversation}"),
+                    "not_found",
+                    false,
+                ),
+                LookupError::Paused => d(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Sandbox for conversation {conversation} is paused"),
+                    "paused",
+                    false,
+                ),
+                LookupError::NoAddress => d(
+                    StatusCode::BAD_GATEWAY,
+                    "Container has no IP address".into(),
+                    "no_address",
+                    true,
+                ),
+            },
+            ProxyError::Denied { denied, .. } => match denied {
+                Denied::Unlabelled => d(
+                    StatusCode::FORBIDDEN,
+                    "Access denied: container not properly labeled with owner".into(),
+                    "unlabelled",
+                    true,
+                ),
+                Denied::NotOwner => d(
+                    StatusCode::FORBIDDEN,
+                    "Access denied: you do not own this conversation".into(),
+                    "not_owner",
+                    true,
+                ),
+            },
+            ProxyError::BodyTooLarge => d(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large".into(),
+                "body_too_large",
+                false,
+            ),
+            ProxyError::UpstreamUnreachable { upstream, .. } => d(
+                StatusCode::BAD_GATEWAY,
+                match upstream {
+                    Upstream::App => "App upstream not reachable".into(),
+                    Upstream::Sandbox(c) => format!("Upstream not reachable for conversation {c}"),
+                },
+                "upstream_unreachable",
+                true,
+            ),
+            ProxyError::UpstreamTimeout { upstream } => d(
+                StatusCode::GATEWAY_TIMEOUT,
+                match upstream {
+                    Upstream::App => "App upstream timed out".into(),
+                    Upstream::Sandbox(c) => format!("Upstream timed out for conversation {c}"),
+                },
+                "upstream_timeout",
+                true,
+            ),
+            ProxyError::UpstreamFailed { upstream, .. } => d(
+                StatusCode::BAD_GATEWAY,
+                match upstream {
+                    Upstream::App => "App upstream failed".into(),
+                    Upstream::Sandbox(c) => format!("Upstream failed for conversation {c}"),
+                },
+                "upstream_failed",
+                true,
+            ),
+        }
+    }
+
+    /// Builds the response, logging and counting it.
+    pub fn into_response(self, kind: RequestKind) -> Response<Body> {
+        let decision = self.decide();
+        if decision.warn {
+            tracing::warn!(reason = decision.reason, error = %self, "request refused");
+        } else {
+            tracing::debug!(reason = decision.reason, error = %self, "request refused");
+        }
+        ::metrics::counter!(crate::metrics::ERRORS, "reason" => decision.reason).increment(1);
+        let unreachable_sandbox = matches!(
+            self,
+            ProxyError::UpstreamUnreachable {
+                upstream: Upstream::Sandbox(_),
+                ..
+            }
+        );
+        if unreachable_sandbox && kind.cors_probe {
+            // The UI probes ports while the app starts: a quiet 204 keeps its console clean.
+            return response(
+                StatusCode::NO_CONTENT,
+                None,
+                Bytes::new(),
+                &[("cache-control", "no-store")],
+            );
+        }
+        if decision.status == StatusCode::BAD_GATEWAY && kind.navigation {
+            return response(
+                decision.status,
+                Some("text/html; charset=utf-8"),
+                retry_page(&decision.message).into(),
+                &[("cache-control", "no-store"), ("retry-after", "2")],
+            );
+        }
+        let mut extra: Vec<(&str, &str)> = vec![("cache-control", "no-store")];
+        if decision.status == StatusCode::SERVICE_UNAVAILABLE {
+            extra.push(("retry-after", "2"));
+        }
+        response(
+            decision.status,
+            Some("text/plain; charset=utf-8"),
+            format!("{}\n", decision.message).into(),
+            &extra,
+        )
+    }
+}
+
+fn response(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: Bytes,
+    extra: &[(&str, &str)],
+) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Some(content_type) = content_type {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    for (name, value) in extra {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// A small page that says what happened and retries by itself.
+fn retry_page(message: &str) -> String {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+<title>Starting…</title></head><body><p>{escaped}</p><p>The app may still be starting; this page retries every 2 seconds.</p></body></html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(pairs: &[(&str, &str)]) -> RequestKind {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        RequestKind::of(&headers)
+    }
+
+    #[test]
+    fn cors_probe_rule() {
+        assert!(kind(&[("origin", "https://a"), ("accept", "application/json")]).cors_probe);
+        assert!(
+            kind(&[
+                ("origin", "https://a"),
+                ("accept", "application/json, */*"),
+                ("sec-fetch-mode", "cors")
+            ])
+            .cors_probe
+        );
+        assert!(
+            !kind(&[
+                ("origin", "https://a"),
+                ("accept", "application/json"),
+                ("sec-fetch-mode", "websocket")
+            ])
+            .cors_probe
+        );
+        assert!(!kind(&[("accept", "application/json")]).cors_probe);
+        assert!(!kind(&[("origin", "https://a"), ("accept", "text/html")]).cors_probe);
+    }
+
+    #[test]
+    fn navigation_detection() {
+        assert!(kind(&[("sec-fetch-mode", "navigate")]).navigation);
+        assert!(kind(&[("accept", "text/html,application/xhtml+xml")]).navigation);
+        assert!(!kind(&[("accept", "text/html"), ("sec-fetch-mode", "cors")]).navigation);
+        assert!(!kind(&[]).navigation);
+    }
+}

@@ -1,0 +1,154 @@
+//! `sandport routes` and `sandport explain`: what discovery sees, and what sandport would do
+//! with a URL, without sending traffic.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::config::{DiscoveryBackend, FileConfig};
+use crate::discovery::{self, Event, Sandbox, Table};
+use crate::error::ProxyError;
+use crate::identity::Principal;
+use crate::routing::{self, Target};
+use crate::{app, authz};
+
+/// Reads the sandboxes once from the configured backend.
+pub async fn load_table(config: &FileConfig) -> anyhow::Result<Table> {
+    let sandboxes = match config.discovery.backend {
+        DiscoveryBackend::Static => {
+            let store = discovery::Store::new(std::time::Duration::from_secs(1));
+            discovery::fixed::load(&store, &config.discovery.sandboxes);
+            return Ok(Table::default().apply(Event::Restarted(
+                store
+                    .snapshot()
+                    .sandboxes()
+                    .iter()
+                    .map(|s| (**s).clone())
+                    .collect(),
+            )));
+        }
+        DiscoveryBackend::Docker => {
+            let docker_config = app::docker_config(config);
+            let docker = discovery::docker::connect(&docker_config).await?;
+            discovery::docker::list(&docker, &docker_config, None).await?
+        }
+    };
+    Ok(Table::default().apply(Event::Restarted(sandboxes)))
+}
+
+/// A table of every sandbox, one line each.
+pub fn format_routes(sandboxes: &[Arc<Sandbox>]) -> String {
+    let mut out = format!(
+        "{:<32}  {:<16}  {:<24}  {:<15}  {:<20}  {}\n",
+        "CONVERSATION", "OWNER", "CONTAINER", "ADDRESS", "PORTS", "STATE"
+    );
+    for sandbox in sandboxes {
+        let ports: Vec<String> = sandbox
+            .ports
+            .iter()
+            .map(|p| match p.public {
+                Some(public) => format!("{public}->{}", p.private),
+                None => p.private.to_string(),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<16}  {:<24}  {:<15}  {:<20}  {}",
+            sandbox.conversation,
+            sandbox.owner.as_deref().unwrap_or("(none)"),
+            sandbox.name,
+            sandbox
+                .address
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            if ports.is_empty() {
+                "-".to_owned()
+            } else {
+                ports.join(",")
+            },
+            sandbox.state.as_str(),
+        );
+    }
+    out
+}
+
+/// Explains the routing decision for `url` as `user` would get it.
+pub fn explain(
+    config: &FileConfig,
+    table: &Table,
+    url: &str,
+    user: &str,
+) -> anyhow::Result<String> {
+    let uri: http::Uri = url.parse()?;
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow::anyhow!("the URL has no host"))?;
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let routing_config = routing::Config {
+        runtime_domain: config.routing.effective_runtime_domain(),
+    };
+    let mut out = String::new();
+    let target = match routing::parse(&routing_config, &host.to_ascii_lowercase(), path_and_query) {
+        Ok(target) => target,
+        Err(error) => return Ok(decision(&mut out, &ProxyError::from(error))),
+    };
+    let Target::Runtime(target) = target else {
+        let _ = writeln!(out, "route:     app");
+        let _ = writeln!(out, "upstream:  {}{path_and_query}", config.app.upstream);
+        return Ok(out);
+    };
+    let _ = writeln!(out, "route:     runtime ({} form)", target.form.as_str());
+    let _ = writeln!(out, "conversation: {}", target.conversation);
+    let _ = writeln!(out, "port:      {} (requested)", target.port);
+    let _ = writeln!(out, "path:      {}", target.upstream_target);
+    let principal = Principal {
+        user_id: user.to_owned(),
+        email: None,
+        email_verified: None,
+    };
+    let sandbox = match table.lookup(target.conversation.as_str()) {
+        Ok(sandbox) => sandbox,
+        Err(error) => {
+            let error = ProxyError::Lookup {
+                conversation: target.conversation,
+                error,
+            };
+            return Ok(decision(&mut out, &error));
+        }
+    };
+    let _ = writeln!(
+        out,
+        "container: {} ({})",
+        sandbox.name, sandbox.container_id
+    );
+    let _ = writeln!(
+        out,
+        "owner:     {}",
+        sandbox.owner.as_deref().unwrap_or("(none)")
+    );
+    if let Err(denied) = authz::check(&principal, &sandbox) {
+        let error = ProxyError::Denied {
+            conversation: target.conversation,
+            denied,
+        };
+        return Ok(decision(&mut out, &error));
+    }
+    let port = discovery::choose_port(&sandbox, target.port, &config.discovery.system_ports);
+    let address = sandbox
+        .address
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let _ = writeln!(
+        out,
+        "upstream:  http://{address}:{port}{}",
+        target.upstream_target
+    );
+    let _ = writeln!(
+        out,
+        "decision:  forward (the port is tried once when a request arrives)"
+    );
+    Ok(out)
+}
+
+fn decision(out: &mut String, error: &ProxyError) -> String {
+    let (status, message) = error.status_and_message();
+    let _ = writeln!(out, "decision:  refuse {} {message}", status.as_u16());
+    std::mem::take(out)
+}

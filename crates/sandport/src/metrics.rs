@@ -1,0 +1,40 @@
+//! Every metric sandport exports, named in one place, and the Prometheus recorder.
+//!
+//! Labels come from small fixed sets (route kind, status code, reason, call, action); never
+//! from conversation ids, users, paths or tokens, which belong in logs.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests answered, by `route` (app, runtime_path, runtime_host, internal) and `status`.
+pub const REQUESTS: &str = "sandport_requests_total";
+/// Errors answered by sandport itself, by `reason` (see `error.rs`).
+pub const ERRORS: &str = "sandport_errors_total";
+/// Time from sending a request upstream to its response headers, by `route`.
+pub const UPSTREAM_SECONDS: &str = "sandport_upstream_response_seconds";
+/// Docker events that touched the sandbox table, by `action`.
+pub const DISCOVERY_EVENTS: &str = "sandport_discovery_events_total";
+/// Full resynchronisations of the sandbox table, by `cause` (start, reconcile, reconnect).
+pub const DISCOVERY_RESYNCS: &str = "sandport_discovery_resyncs_total";
+/// Docker Engine API calls made, by `call`. Request handling makes none.
+pub const DOCKER_API_CALLS: &str = "sandport_docker_api_calls_total";
+/// WebSocket tunnels currently open.
+pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
+/// Client connections currently open.
+pub const CONNECTIONS_OPEN: &str = "sandport_connections_open";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide recorder. Call once; the admin listener renders the handle and
+/// a task calls `run_upkeep` so histogram samples never pile up.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+pub fn docker_call(call: &'static str) {
+    metrics::counter!(DOCKER_API_CALLS, "call" => call).increment(1);
+}

@@ -1,0 +1,332 @@
+//! The request pipeline, in order: route → authenticate → look up → authorize → forward or
+//! tunnel → record. Every failure becomes a [`ProxyError`] and is answered by `error.rs`.
+//!
+//! Invariant: identity is settled before discovery is consulted, so an unauthenticated caller
+//! learns nothing about which conversations exist; and nothing here calls Docker.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod upgrade;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::authz;
+use crate::discovery::{self, Store};
+use crate::error::{ProxyError, RequestKind, Upstream};
+use crate::identity::{Authentication, Authenticator, Principal, TOKEN_COOKIE};
+use crate::metrics;
+use crate::routing::{self, Target};
+use body::Body;
+use headers::Forwarding;
+
+/// Everything the pipeline needs, built once at start.
+#[derive(Debug)]
+pub struct Gateway {
+    pub routing: routing::Config,
+    pub authenticator: Authenticator,
+    pub store: Arc<Store>,
+    pub system_ports: Vec<u16>,
+    pub client: forward::Client,
+    pub app_authority: http::uri::Authority,
+    pub external_scheme: String,
+    pub body_limit: u64,
+    pub idle_timeout: Duration,
+    /// Open WebSocket tunnels, for the drain.
+    pub tunnels: TaskTracker,
+    /// Cancelled at the end of the drain: ends the tunnels still open.
+    pub tunnel_cancel: CancellationToken,
+}
+
+/// What one request did, for its log line.
+#[derive(Debug, Default)]
+struct Record {
+    route: &'static str,
+    conversation: Option<String>,
+    port: Option<u16>,
+    upstream: Option<String>,
+    user: Option<String>,
+    decision: &'static str,
+}
+
+/// The public host of a request: the authority as sent, and its lowercased host name.
+struct PublicHost {
+    authority: String,
+    name: String,
+}
+
+impl Gateway {
+    /// Handles one request end to end. Never fails: errors become responses.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let kind = RequestKind::of(request.headers());
+        let mut record = Record {
+            route: "app",
+            decision: "forward",
+            ..Record::default()
+        };
+        let response = match self.process(request, peer.ip(), &mut record).await {
+            Ok(response) => response,
+            Err(error) => {
+                record.decision = error.reason();
+                error.into_response(kind)
+            }
+        };
+        let status = response.status();
+        ::metrics::counter!(metrics::REQUESTS, "route" => record.route, "status" => status.as_str().to_owned())
+            .increment(1);
+        tracing::info!(
+            target: "sandport::access",
+            method = %method,
+            route = record.route,
+            conversation = record.conversation.as_deref().unwrap_or("-"),
+            port = record.port.unwrap_or(0),
+            upstream = record.upstream.as_deref().unwrap_or("-"),
+            user = record.user.as_deref().unwrap_or("-"),
+            decision = record.decision,
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+        response
+    }
+
+    async fn process(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        record: &mut Record,
+    ) -> Result<Response<Body>, ProxyError> {
+        let host = public_host(&request)?;
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let target =
+            routing::parse(&self.routing, &host.name, &path_and_query).inspect_err(|_| {
+                record.route = "runtime_path";
+            })?;
+        let principal =
+            match self
+                .authenticator
+                .authenticate(request.headers(), &path_and_query, peer)
+            {
+                Authentication::TokenInQuery { location } => {
+                    record.decision = "token_redirect";
+                    return Ok(self.token_redirect(&location));
+                }
+                Authentication::Authenticated(principal) => Some(principal),
+                Authentication::Anonymous => None,
+            };
+        record.user = principal.as_ref().map(|p| p.user_id.clone());
+        match target {
+            Target::Runtime(target) => {
+                record.route = match target.form {
+                    routing::Form::Path => "runtime_path",
+                    routing::Form::Host => "runtime_host",
+                };
+                record.conversation = Some(target.conversation.to_string());
+                record.port = Some(target.port);
+                let principal = principal.ok_or(ProxyError::Unauthenticated)?;
+                let addr = self.resolve(&principal, &target)?;
+                record.upstream = Some(addr.to_string());
+                let uri = upstream_uri(&addr.to_string(), &target.upstream_target)?;
+                let upstream = Upstream::Sandbox(target.conversation);
+                self.forward(request, uri, &upstream, &host, peer, None)
+                    .await
+            }
+            Target::App => {
+                if principal.is_none() && self.authenticator.app_requires_principal() {
+                    return Err(ProxyError::Unauthenticated);
+                }
+                record.upstream = Some(self.app_authority.to_string());
+                let uri = upstream_uri(self.app_authority.as_str(), &path_and_query)?;
+                self.forward(
+                    request,
+                    uri,
+                    &Upstream::App,
+                    &host,
+                    peer,
+                    principal.as_ref(),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Looks up the sandbox, checks ownership and picks the container address and port.
+    fn resolve(
+        &self,
+        principal: &Principal,
+        target: &routing::RuntimeTarget,
+    ) -> Result<SocketAddr, ProxyError> {
+        let lookup_error = |error| ProxyError::Lookup {
+            conversation: target.conversation.clone(),
+            error,
+        };
+        let sandbox = self
+            .store
+            .lookup(target.conversation.as_str(), Instant::now())
+            .map_err(lookup_error)?;
+        authz::check(principal, &sandbox).map_err(|denied| ProxyError::Denied {
+            conversation: target.conversation.clone(),
+            denied,
+        })?;
+        let ip = sandbox
+            .address
+            .ok_or_else(|| lookup_error(discovery::LookupError::NoAddress))?;
+        let port = discovery::choose_port(&sandbox, target.port, &self.system_ports);
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        uri: Uri,
+        upstream: &Upstream,
+        host: &PublicHost,
+        peer: IpAddr,
+        app_principal: Option<&Principal>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let websocket = request.method() == http::Method::GET
+            && headers::is_websocket_upgrade(request.headers());
+        let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, incoming) = request.into_parts();
+        if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let forwarding = Forwarding {
+            peer,
+            keep_forwarded_chain: self.authenticator.is_trusted_peer(peer),
+            external_scheme: &self.external_scheme,
+            public_authority: &host.authority,
+            websocket,
+            app_principal,
+        };
+        headers::prepare_upstream(&mut parts.headers, &forwarding, &self.authenticator);
+        parts.uri = uri;
+        // The pool speaks HTTP/1.1 upstream whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        let upstream_request = Request::from_parts(parts, body::limited(incoming, self.body_limit));
+        let started = Instant::now();
+        let mut response =
+            forward::send(&self.client, upstream_request, self.idle_timeout, upstream).await?;
+        let route = if matches!(upstream, Upstream::App) {
+            "app"
+        } else {
+            "runtime"
+        };
+        ::metrics::histogram!(metrics::UPSTREAM_SECONDS, "route" => route)
+            .record(started.elapsed().as_secs_f64());
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            let Some(downstream_upgrade) = downstream_upgrade else {
+                return Err(ProxyError::UpstreamFailed {
+                    upstream: upstream.clone(),
+                    source: "upstream switched protocols unasked".into(),
+                });
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            upgrade::spawn_tunnel(
+                downstream_upgrade,
+                upstream_upgrade,
+                self.idle_timeout,
+                &self.tunnels,
+                self.tunnel_cancel.clone(),
+            );
+        }
+        headers::prepare_downstream(response.headers_mut(), switching);
+        Ok(response.map(body::incoming))
+    }
+
+    /// Sets the token cookie and sends the browser to the same URL without the token.
+    fn token_redirect(&self, location: &str) -> Response<Body> {
+        let Authenticator::Token(auth) = &self.authenticator else {
+            return Response::new(body::empty());
+        };
+        let secure = if self.external_scheme == "https" {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+            auth.token.expose()
+        );
+        let mut response = Response::new(body::empty());
+        *response.status_mut() = StatusCode::FOUND;
+        let headers = response.headers_mut();
+        if let Ok(location) = HeaderValue::from_str(location) {
+            headers.insert(header::LOCATION, location);
+        }
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            headers.insert(header::SET_COOKIE, cookie);
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// Finds the one canonical authority of a request: the `:authority` (HTTP/2, or an HTTP/1
+/// absolute-form target) or the single `Host` header. Two `Host` headers, or an authority that
+/// disagrees with `Host`, are refused: they are how routing confusion attacks start.
+fn public_host<B>(request: &Request<B>) -> Result<PublicHost, ProxyError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("several Host headers"));
+    }
+    let host_header = host_header
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("Host is not text"))
+        })
+        .transpose()?;
+    let authority = match (request.uri().authority(), host_header) {
+        (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => {
+            return Err(ProxyError::BadRequest(
+                "Host differs from the request-target",
+            ));
+        }
+        (Some(authority), _) => authority.as_str().to_owned(),
+        (None, Some(host)) => host.to_owned(),
+        (None, None) => return Err(ProxyError::BadRequest("no Host")),
+    };
+    let parsed: http::uri::Authority = authority
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("Host is not an authority"))?;
+    if authority.contains('@') {
+        return Err(ProxyError::BadRequest("Host carries user info"));
+    }
+    Ok(PublicHost {
+        name: parsed.host().to_ascii_lowercase(),
+        authority,
+    })
+}
+
+fn upstream_uri(authority: &str, path_and_query: &str) -> Result<Uri, ProxyError> {
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("request-target cannot be forwarded"))
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}

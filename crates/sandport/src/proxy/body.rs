@@ -1,0 +1,44 @@
+//! The body type every response and upstream request uses, and its constructors.
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::error::BoxError;
+
+/// A streamed body. Unsync so that body transforms which are `Send` but not `Sync` fit.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A received body, streamed through unchanged.
+pub fn incoming(body: Incoming) -> Body {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+/// A received body that fails once more than `limit` bytes have passed.
+pub fn limited(body: Incoming, limit: u64) -> Body {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Limited::new(body, limit).boxed_unsync()
+}
+
+/// Whether an error (or anything in its source chain) is the body limit tripping.
+pub fn is_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}

@@ -1,0 +1,188 @@
+//! Request and response header rules. Pure.
+//!
+//! - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it names, plus the
+//!   classic list) never cross the proxy; `Connection: upgrade` is sent only for upgrades.
+//! - Identity never reaches an upstream from a client: every `X-Cognito-*` header, the
+//!   shared-secret header, sandport's token cookie and a bearer token that is sandport's own
+//!   are removed. The app (never a sandbox) then receives the verified identity.
+//! - `X-Forwarded-For`, `-Proto` and `-Host` are set; `Host` stays the public host.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::identity::{self, Authenticator, Principal};
+
+/// Headers that are hop-by-hop whether or not `Connection` names them.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What the upstream request needs to know about the downstream one.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    /// Keep the client's `X-Forwarded-For` chain (only when the peer is a trusted proxy).
+    pub keep_forwarded_chain: bool,
+    pub external_scheme: &'a str,
+    /// The public authority as the client sent it (`Host` or the `:authority`).
+    pub public_authority: &'a str,
+    pub websocket: bool,
+    /// Set for the app upstream only: the identity it receives.
+    pub app_principal: Option<&'a Principal>,
+}
+
+/// Rewrites client request headers into upstream request headers.
+pub fn prepare_upstream(
+    headers: &mut HeaderMap,
+    forwarding: &Forwarding<'_>,
+    auth: &Authenticator,
+) {
+    let trailers = wants_trailers(headers);
+    remove_hop_by_hop(headers);
+    strip_identity(headers, auth);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if forwarding.websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    set_forwarded(headers, forwarding);
+    if let Some(principal) = forwarding.app_principal {
+        set_identity(headers, principal);
+    }
+}
+
+/// Rewrites upstream response headers into client response headers.
+pub fn prepare_downstream(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(headers);
+    if switching_protocols {
+        if let Some(upgrade) = upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, upgrade);
+        }
+    }
+}
+
+/// Whether a request asks to become a WebSocket (RFC 6455 §4.1): `Upgrade: websocket` and a
+/// `Connection` naming `upgrade`. Other upgrade tokens (such as `h2c`) are never honoured.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::UPGRADE, "websocket")
+        && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::TE, "trailers")
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+fn strip_identity(headers: &mut HeaderMap, auth: &Authenticator) {
+    let identity: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(identity::IDENTITY_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in identity {
+        headers.remove(name);
+    }
+    headers.remove(identity::ORIGIN_VERIFY_HEADER);
+    identity::remove_cookie(headers, identity::TOKEN_COOKIE);
+    let own_authorization = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|value| auth.is_own_authorization(value));
+    if own_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+}
+
+fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    let peer = forwarding.peer.to_string();
+    let chain = forwarding
+        .keep_forwarded_chain
+        .then(|| {
+            let earlier: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect();
+            (!earlier.is_empty()).then(|| format!("{}, {peer}", earlier.join(", ")))
+        })
+        .flatten()
+        .unwrap_or(peer);
+    let kept_proto = forwarding
+        .keep_forwarded_chain
+        .then(|| headers.get("x-forwarded-proto").cloned())
+        .flatten();
+    headers.remove("forwarded");
+    insert_text(headers, "x-forwarded-for", &chain);
+    match kept_proto {
+        Some(proto) => {
+            headers.insert("x-forwarded-proto", proto);
+        }
+        None => insert_text(headers, "x-forwarded-proto", forwarding.external_scheme),
+    }
+    insert_text(headers, "x-forwarded-host", forwarding.public_authority);
+    insert_text(headers, "host", forwarding.public_authority);
+}
+
+fn set_identity(headers: &mut HeaderMap, principal: &Principal) {
+    insert_text(headers, identity::USER_HEADER, &principal.user_id);
+    insert_text(
+        headers,
+        identity::EMAIL_HEADER,
+        principal.email.as_deref().unwrap_or(""),
+    );
+    insert_text(
+        headers,
+        identity::EMAIL_VERIFIED_HEADER,
+        if principal.email_verified == Some(true) {
+            "true"
+        } else {
+            "false"
+        },
+    );
+}
+
+fn insert_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+#[cfg(test)]
+mod tests;

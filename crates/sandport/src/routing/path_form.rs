@@ -1,0 +1,39 @@
+//! The path form: `/runtime/{conversation}/{port}[/rest][?query]`.
+
+use super::{parse_port, ConversationId, Form, RouteError, RuntimeTarget};
+
+const PREFIX: &str = "/runtime/";
+
+/// Parses a raw request-target. `None` means the path is not under `/runtime/` at all;
+/// `Some(Err)` means it is, but is not well formed (and must not reach the app).
+pub fn parse_runtime_path(path_and_query: &str) -> Option<Result<RuntimeTarget, RouteError>> {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let rest = path.strip_prefix(PREFIX)?;
+    Some(parse_after_prefix(rest, query))
+}
+
+fn parse_after_prefix(rest: &str, query: Option<&str>) -> Result<RuntimeTarget, RouteError> {
+    let (conversation, rest) = rest
+        .split_once('/')
+        .ok_or(RouteError::MalformedRuntimePath)?;
+    let conversation =
+        ConversationId::parse(conversation).ok_or(RouteError::MalformedRuntimePath)?;
+    let (port, upstream_path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let port = parse_port(port).ok_or(RouteError::MalformedRuntimePath)?;
+    let upstream_target = match query {
+        Some(query) => format!("{upstream_path}?{query}"),
+        None => upstream_path.to_owned(),
+    };
+    Ok(RuntimeTarget {
+        form: Form::Path,
+        conversation,
+        port,
+        upstream_target,
+    })
+}
