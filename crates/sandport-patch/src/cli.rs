@@ -115,7 +115,22 @@ fn execute(name: &str, args: &CommonArgs) -> anyhow::Result<u8> {
     let mut written: Vec<PathBuf> = Vec::new();
     let mut stderr = String::new();
 
-    let (result, code) = if !critical.is_empty() {
+    let (result, code) = if name == "status" {
+        let _ = writeln!(
+            stdout,
+            "status: {} file(s) would be written; {} critical and {} other patch(es) would not apply",
+            changes.len(),
+            critical.len(),
+            others.len()
+        );
+        if !critical.is_empty() {
+            (RunResult::CriticalFailure, EXIT_OK)
+        } else if !others.is_empty() {
+            (RunResult::Warnings, EXIT_OK)
+        } else {
+            (RunResult::Ok, EXIT_OK)
+        }
+    } else if !critical.is_empty() {
         stderr.push_str(CRITICAL_HEADER);
         stderr.push('\n');
         stderr.push_str(&report::problem_lines(&critical));
@@ -127,7 +142,6 @@ fn execute(name: &str, args: &CommonArgs) -> anyhow::Result<u8> {
         (RunResult::CriticalFailure, EXIT_CRITICAL)
     } else {
         match name {
-            "apply" => apply(args, &plan, &changes, &others, &mut written, &mut stderr),
             "check" => {
                 if changes.is_empty() && others.is_empty() {
                     let _ = writeln!(stdout, "check: clean, apply would change nothing");
@@ -142,14 +156,7 @@ fn execute(name: &str, args: &CommonArgs) -> anyhow::Result<u8> {
                     (RunResult::ChangesPending, EXIT_DRIFT)
                 }
             }
-            _ => {
-                let _ = writeln!(stdout, "status: {} file(s) would be written", changes.len());
-                if others.is_empty() {
-                    (RunResult::Ok, EXIT_OK)
-                } else {
-                    (RunResult::Warnings, EXIT_OK)
-                }
-            }
+            _ => apply(args, &plan, &changes, &others, &mut written, &mut stderr),
         }
     };
     let _ = stdout.flush();

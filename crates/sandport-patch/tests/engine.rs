@@ -97,11 +97,8 @@ fn second_apply_changes_nothing_bytes_mtime_inode() {
         owner_label_patch(1, true),
         spec_patch(2, false),
         import_patch(3, false),
-        format!(
-            "{}{}",
-            patch(4, "extra", true, "app/extra.py"),
-            "[patch.add_file]\nsource = \"files/extra.py\"\nmode = 0o640\n"
-        )
+        patch(4, "extra", true, "app/extra.py")
+            + "[patch.add_file]\nsource = \"files/extra.py\"\nmode = 0o640\n"
     ));
     let first = fx.apply();
     assert!(first.results.iter().all(|r| r.outcome == Outcome::Applied));
