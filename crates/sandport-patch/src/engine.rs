@@ -56,6 +56,8 @@ pub struct PatchResult {
     pub number: u64,
     pub id: String,
     pub description: String,
+    /// The recorded reason the patch exists.
+    pub why: String,
     pub critical: bool,
     pub outcome: Outcome,
     /// Why the patch failed or was not applicable; `null` otherwise.
@@ -111,6 +113,15 @@ enum Resolution {
     Bad(String),
 }
 
+impl Resolution {
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Resolution::File(p) | Resolution::Absent(p) | Resolution::ParentMissing(p) => Some(p),
+            Resolution::Bad(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct FileState {
     resolution: Resolution,
@@ -124,6 +135,19 @@ struct FileState {
 }
 
 impl FileState {
+    fn bad(message: String) -> FileState {
+        FileState {
+            resolution: Resolution::Bad(message),
+            original: None,
+            current: None,
+            mode_before: None,
+            owner: None,
+            desired_mode: None,
+            create_dirs: false,
+            writable: None,
+        }
+    }
+
     fn mode_after(&self) -> u32 {
         self.desired_mode.or(self.mode_before).unwrap_or(0o644)
     }
@@ -192,7 +216,23 @@ pub fn plan(manifest: &Manifest, root: &Path) -> Result<Plan, PlanError> {
 impl Plan {
     fn state(&mut self, rel: &Path) -> &mut FileState {
         if !self.files.contains_key(rel) {
-            let st = load_state(&self.root, rel);
+            let mut st = load_state(&self.root, rel);
+            // Two spellings of one file (through a symbolic link to a
+            // directory) would be planned separately and the second write
+            // would undo the first: refuse the second spelling.
+            if let Some(path) = st.resolution.path() {
+                let other = self
+                    .files
+                    .iter()
+                    .find(|(_, o)| o.resolution.path() == Some(path))
+                    .map(|(r, _)| r.clone());
+                if let Some(other) = other {
+                    st = FileState::bad(format!(
+                        "is the same file as {}; name it one way in the manifest",
+                        other.display()
+                    ));
+                }
+            }
             self.files.insert(rel.to_path_buf(), st);
         }
         // Inserted just above.
@@ -286,6 +326,7 @@ impl Plan {
             number: patch.number,
             id: patch.id.clone(),
             description: patch.description.clone(),
+            why: patch.why.clone(),
             critical: patch.critical,
             outcome,
             reason,
@@ -578,28 +619,19 @@ impl Plan {
     /// while preparing leaves the tree untouched and no target is ever seen
     /// half-written.
     pub fn commit(&self) -> Result<Vec<PathBuf>, CommitError> {
-        let mut staged: Vec<(PathBuf, PathBuf, tempfile::NamedTempFile)> = Vec::new();
-        for (rel, st) in &self.files {
-            if !st.changed() {
-                continue;
-            }
-            let fail = |m: String| CommitError {
-                message: format!("{}: {m}; nothing was written", rel.display()),
-                written: Vec::new(),
-            };
-            let dest = match &st.resolution {
-                Resolution::File(p) | Resolution::Absent(p) => p.clone(),
-                Resolution::ParentMissing(p) => {
-                    let parent = p.parent().unwrap_or(&self.root);
-                    fs_err::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
-                    p.clone()
+        let mut created_dirs: Vec<PathBuf> = Vec::new();
+        let result = self.stage_all(&mut created_dirs);
+        let staged = match result {
+            Ok(s) => s,
+            Err(e) => {
+                // Temporary files are removed when dropped; remove the
+                // directories made for new files too (deepest first).
+                for d in created_dirs.iter().rev() {
+                    let _ = std::fs::remove_dir(d);
                 }
-                Resolution::Bad(m) => return Err(fail(m.clone())),
-            };
-            let content = st.current.as_deref().unwrap_or_default();
-            let tmp = stage_file(&dest, content, st.mode_after(), st.owner).map_err(fail)?;
-            staged.push((rel.clone(), dest, tmp));
-        }
+                return Err(e);
+            }
+        };
         let mut written = Vec::new();
         let mut dirs = Vec::new();
         for (rel, dest, tmp) in staged {
@@ -628,6 +660,50 @@ impl Plan {
             }
         }
         Ok(written)
+    }
+
+    /// First phase of [`Plan::commit`]: every changed file written to a
+    /// synced temporary file beside its target. Directories created for new
+    /// files are pushed to `created_dirs` (outermost first).
+    #[allow(clippy::type_complexity)]
+    fn stage_all(
+        &self,
+        created_dirs: &mut Vec<PathBuf>,
+    ) -> Result<Vec<(PathBuf, PathBuf, tempfile::NamedTempFile)>, CommitError> {
+        let mut staged = Vec::new();
+        for (rel, st) in &self.files {
+            if !st.changed() {
+                continue;
+            }
+            let fail = |m: String| CommitError {
+                message: format!("{}: {m}; nothing was written", rel.display()),
+                written: Vec::new(),
+            };
+            let dest = match &st.resolution {
+                Resolution::File(p) | Resolution::Absent(p) => p.clone(),
+                Resolution::ParentMissing(p) => {
+                    let parent = p.parent().unwrap_or(&self.root);
+                    let mut missing = Vec::new();
+                    let mut d = parent.to_path_buf();
+                    while !d.exists() && d.starts_with(&self.root) {
+                        missing.push(d.clone());
+                        if !d.pop() {
+                            break;
+                        }
+                    }
+                    for d in missing.into_iter().rev() {
+                        fs_err::create_dir(&d).map_err(|e| fail(e.to_string()))?;
+                        created_dirs.push(d);
+                    }
+                    p.clone()
+                }
+                Resolution::Bad(m) => return Err(fail(m.clone())),
+            };
+            let content = st.current.as_deref().unwrap_or_default();
+            let tmp = stage_file(&dest, content, st.mode_after(), st.owner).map_err(fail)?;
+            staged.push((rel.clone(), dest, tmp));
+        }
+        Ok(staged)
     }
 }
 
@@ -693,16 +769,8 @@ fn read_if_needed(st: &mut FileState) -> Option<Result<(), String>> {
 }
 
 fn load_state(root: &Path, rel: &Path) -> FileState {
-    let mut st = FileState {
-        resolution: resolve(root, rel),
-        original: None,
-        current: None,
-        mode_before: None,
-        owner: None,
-        desired_mode: None,
-        create_dirs: false,
-        writable: None,
-    };
+    let mut st = FileState::bad(String::new());
+    st.resolution = resolve(root, rel);
     if let Resolution::File(p) = &st.resolution {
         match fs_err::symlink_metadata(p) {
             Ok(m) => {

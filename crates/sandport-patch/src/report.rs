@@ -106,14 +106,18 @@ pub fn table(results: &[PatchResult]) -> String {
         "#", "OUTCOME", "CRITICAL", "ID"
     );
     for r in results {
-        let files: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
-        let mut detail = files.join(", ");
-        if let Some(a) = &r.alternative {
-            detail.push_str(&format!(" (alternative {a})"));
-        }
-        if let Some(reason) = &r.reason {
-            detail.push_str(&format!(" -- {reason}"));
-        }
+        // A reason already names the file(s) it is about.
+        let detail = match &r.reason {
+            Some(reason) => reason.clone(),
+            None => {
+                let files: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
+                let mut d = files.join(", ");
+                if let Some(a) = &r.alternative {
+                    d.push_str(&format!(" (alternative {a})"));
+                }
+                d
+            }
+        };
         out.push_str(&format!(
             "{:>4}  {:<16}  {:<8}  {:<id_w$}  {}\n",
             r.number,

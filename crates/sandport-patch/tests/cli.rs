@@ -207,6 +207,8 @@ fn report_json_has_outcomes_reasons_and_hashes() {
     let p = v["patches"].as_array().unwrap();
     assert_eq!(p.len(), 3);
     assert_eq!(p[0]["id"], "labels");
+    assert_eq!(p[0]["why"], "test");
+    assert_eq!(p[0]["critical"], true);
     assert_eq!(p[0]["outcome"], "applied");
     assert!(p[0]["reason"].is_null());
     assert_eq!(p[0]["files"][0]["path"], "app/service.py");

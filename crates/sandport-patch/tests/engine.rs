@@ -652,3 +652,25 @@ fn dry_run_diff_is_unified() {
     );
     assert_eq!(fx.read_str("app/service.py"), SERVICE);
 }
+
+#[test]
+fn one_file_under_two_names_is_refused() {
+    let fx = Fx::new();
+    fx.write("lib/x.py", "a = 1\nb = 2\n");
+    std::os::unix::fs::symlink("lib", fx.path("lib64")).unwrap();
+    fx.manifest(
+        &(patch(1, "one", false, "lib/x.py")
+            + "[patch.replace]\nfind = \"a = 1\"\nwith = \"a = 10\"\n[patch.post]\ncontains = [\"a = 10\"]\n"
+            + &patch(2, "two", false, "lib64/x.py")
+            + "[patch.replace]\nfind = \"b = 2\"\nwith = \"b = 20\"\n[patch.post]\ncontains = [\"b = 20\"]\n"),
+    );
+    let plan = fx.apply();
+    assert_eq!(outcome(&plan, "one"), Outcome::Applied);
+    assert_eq!(outcome(&plan, "two"), Outcome::Failed);
+    assert!(
+        reason(&plan, "two").contains("same file as lib/x.py"),
+        "{}",
+        reason(&plan, "two")
+    );
+    assert_eq!(fx.read_str("lib/x.py"), "a = 10\nb = 2\n");
+}
