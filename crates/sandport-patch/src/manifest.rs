@@ -615,6 +615,18 @@ contains = ["b"]
     }
 
     #[test]
+    fn crlf_manifest_reads_as_lf() {
+        let crlf = OK
+            .replace("find = \"a\"", "find = \"\"\"\nline1\nline2\n\"\"\"")
+            .replace('\n', "\r\n");
+        let m = parse(&crlf).expect("valid");
+        match &m.patches[0].op {
+            Operation::Replace { find, .. } => assert_eq!(find, b"line1\nline2\n"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn numbers_strictly_increase() {
         let two = format!(
             "{OK}{}",

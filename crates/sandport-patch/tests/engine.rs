@@ -674,3 +674,49 @@ fn one_file_under_two_names_is_refused() {
     );
     assert_eq!(fx.read_str("lib/x.py"), "a = 10\nb = 2\n");
 }
+
+#[test]
+fn failure_while_staging_writes_nothing_and_cleans_up() {
+    let fx = Fx::new();
+    fx.write("a/x.txt", "x = OLD\n");
+    fx.write("z/y.txt", "y = OLD\n");
+    let body =
+        "[patch.replace]\nfind = \"OLD\"\nwith = \"NEW\"\n[patch.post]\ncontains = [\"NEW\"]\n";
+    fx.manifest(
+        &(patch(1, "x", true, "a/x.txt")
+            + body
+            + &patch(2, "new", true, "n/deep/new.txt")
+            + "[patch.add_file]\ncontent = \"new\\n\"\ncreate_dirs = true\n"
+            + &patch(3, "y", true, "z/y.txt")
+            + body),
+    );
+    let plan = fx.plan();
+    assert!(plan.critical_problems().is_empty());
+    // Between planning and writing, z/ stops being a usable directory: the
+    // temporary file for z/y.txt cannot be created (this fails for root too).
+    std::fs::remove_dir_all(fx.path("z")).unwrap();
+    std::fs::write(fx.path("z"), "now a file\n").unwrap();
+    let before = fx.snapshot();
+    let err = plan.commit().expect_err("staging must fail");
+    assert!(err.written.is_empty());
+    assert!(
+        err.message
+            .starts_with("z/y.txt: cannot create a temporary file in "),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.ends_with("; nothing was written"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        fx.snapshot(),
+        before,
+        "a file changed or a temporary file was left"
+    );
+    assert!(
+        !fx.path("n").exists(),
+        "directories made for the new file were left"
+    );
+}
