@@ -881,7 +881,10 @@ pub async fn wait_for_http(addr: SocketAddr, timeout: Duration) -> anyhow::Resul
             }
             Ok::<_, std::io::Error>(buf)
         };
-        let last_err = match tokio::time::timeout(PROBE_ATTEMPT_TIMEOUT, attempt).await {
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(PROBE_INTERVAL, PROBE_ATTEMPT_TIMEOUT);
+        let last_err = match tokio::time::timeout(budget, attempt).await {
             Ok(Ok(buf)) if is_http_status_line(&buf) => return Ok(()),
             Ok(Ok(buf)) => format!("not an HTTP response: {:?}", String::from_utf8_lossy(&buf)),
             Ok(Err(e)) => e.to_string(),
@@ -899,10 +902,13 @@ pub fn wait_for_http_blocking(addr: SocketAddr, timeout: Duration) -> anyhow::Re
     use std::io::{Read, Write};
     let deadline = Instant::now() + timeout;
     loop {
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(PROBE_INTERVAL, PROBE_ATTEMPT_TIMEOUT);
         let attempt = || -> std::io::Result<Vec<u8>> {
-            let mut stream = std::net::TcpStream::connect_timeout(&addr, PROBE_ATTEMPT_TIMEOUT)?;
-            stream.set_read_timeout(Some(PROBE_ATTEMPT_TIMEOUT))?;
-            stream.set_write_timeout(Some(PROBE_ATTEMPT_TIMEOUT))?;
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, budget)?;
+            stream.set_read_timeout(Some(budget))?;
+            stream.set_write_timeout(Some(budget))?;
             stream.write_all(probe_request(addr).as_bytes())?;
             let mut buf = [0u8; 64];
             let mut got = Vec::new();

@@ -36,7 +36,10 @@ struct Sandbox {
 }
 
 async fn sandbox() -> Sandbox {
+    docker::sandbox_server_binary().expect("static sandbox-server");
+    let started = Instant::now();
     let image = SandboxImage::build().expect("build sandbox image");
+    eprintln!("image built in {:?}", started.elapsed());
     let net = TestNetwork::create().expect("create test network");
     let started = Instant::now();
     let container = Container::builder(&image)
@@ -177,6 +180,11 @@ async fn echo_other_methods_and_targets() {
         (
             "GET /__sandbox HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
             "/__sandbox",
+            "GET",
+        ),
+        (
+            "GET http://Other.example:8000/abs%2F?q HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            "http://Other.example:8000/abs%2F?q",
             "GET",
         ),
     ] {
@@ -536,9 +544,15 @@ async fn container_lifecycle_and_networks() {
     // Paused: the kernel still accepts the connection but nothing answers.
     c.pause().expect("pause");
     assert_eq!(c.status().expect("status"), "paused");
+    let probe = Instant::now();
     assert!(docker::wait_for_http(sb.addr, Duration::from_millis(500))
         .await
         .is_err());
+    assert!(
+        probe.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        probe.elapsed()
+    );
     c.unpause().expect("unpause");
     docker::wait_for_http(sb.addr, READY)
         .await
