@@ -1,4 +1,4 @@
-//! The `sandport` command: serve, check-config, routes, explain.
+//! The `sandport` command: serve, check-config, routes, explain, patch.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,8 @@ enum Command {
         #[arg(long, env = "SANDPORT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Apply, check or report verified patches to an upstream tree (see docs/patching.md).
+    Patch(sandport_patch::cli::PatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Explain { url, user, config } => {
             with_config(config, |config| explain(&config, &url, &user))
         }
+        Command::Patch(args) => sandport_patch::cli::run(args),
     }
 }
 

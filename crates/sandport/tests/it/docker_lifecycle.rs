@@ -1,0 +1,215 @@
+//! Discovery over time: restarts, removals, pauses, and a Docker that is gone or broken.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
+
+use crate::harness::{docker_config, eventually, get, send, Gateway, TOKEN};
+
+fn authed(host: &str, target: &str) -> http::request::Builder {
+    get(host, target).header("authorization", format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test]
+async fn restarts_removals_and_pauses_are_seen_within_a_second() {
+    let image = SandboxImage::build().unwrap();
+    let network = TestNetwork::create().unwrap();
+    let conversation = random_conversation_id();
+    let sandbox = Container::builder(&image)
+        .network(&network)
+        .label("conversation_id", &conversation)
+        .label("user_id", "alice")
+        .sandbox_ports(&[5000])
+        .run()
+        .unwrap();
+    sandbox
+        .wait_http(&network, 5000, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let gw = Gateway::start(&docker_config("alice", network.name()));
+    gw.wait_ready().await;
+    let main = format!("sandport.test:{}", gw.addr.port());
+    let target = format!("/runtime/{conversation}/5000/");
+    let reply = send(gw.addr, authed(&main, &target)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let old_ip = sandbox.ip(&network).unwrap();
+
+    // Restart with a new address: a filler takes the old one while the sandbox is down.
+    sandbox.stop_with_timeout(1).unwrap();
+    let filler = Container::builder(&image).network(&network).run().unwrap();
+    sandbox.start().unwrap();
+    let new_ip = sandbox.ip(&network).unwrap();
+    assert_ne!(old_ip, new_ip, "the test needs a new address");
+    let took = eventually("new address routed", Duration::from_secs(5), || async {
+        match send(
+            gw.addr,
+            authed(&main, &format!("{target}__sandbox/status?code=200")),
+        )
+        .await
+        {
+            Ok(reply) => reply.status == StatusCode::OK,
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "new address routed after {took:?}"
+    );
+    let echo = send(gw.addr, authed(&main, &target)).await.unwrap().json();
+    assert_eq!(echo["hostname"].as_str().unwrap(), &sandbox.id()[..12]);
+    drop(filler);
+
+    // Paused: 503, quickly.
+    sandbox.pause().unwrap();
+    eventually("paused is 503", Duration::from_secs(1), || async {
+        send(gw.addr, authed(&main, &target)).await.unwrap().status
+            == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    sandbox.unpause().unwrap();
+    eventually("unpaused is 200", Duration::from_secs(1), || async {
+        send(gw.addr, authed(&main, &target)).await.unwrap().status == StatusCode::OK
+    })
+    .await;
+
+    // Removed: 404 within a second.
+    sandbox.remove().unwrap();
+    let took = eventually("removed is 404", Duration::from_secs(5), || async {
+        send(gw.addr, authed(&main, &target)).await.unwrap().status == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "removal seen after {took:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_docker_means_503_never_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let gw = Gateway::start(&format!(
+        "[identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n[discovery]\ndocker_socket = \"{}\"\n",
+        socket.display()
+    ));
+    let target = format!("/runtime/{}/5000/", random_conversation_id());
+    let reply = send(gw.addr, authed("localhost", &target)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.text(), "Docker service unavailable\n");
+    let ready = send(gw.admin, get("localhost", "/ready")).await.unwrap();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let health = send(gw.admin, get("localhost", "/health")).await.unwrap();
+    assert_eq!(health.status, StatusCode::OK);
+}
+
+/// A stand-in for the Docker socket that answers every request with `response`: the only way
+/// to make an engine return errors or garbage on demand.
+fn fake_docker(socket: &std::path::Path, response: &'static str) {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn docker_errors_and_garbage_are_503_not_not_found() {
+    for response in [
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n{\"message\":\"broken\"}\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.41\r\nContent-Length: 9\r\n\r\n[{\"Id\":7}",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        fake_docker(&socket, response);
+        let gw = Gateway::start(&format!(
+            "[identity]\ntoken = \"{TOKEN}\"\n[discovery]\ndocker_socket = \"{}\"\n",
+            socket.display()
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let target = format!("/runtime/{}/5000/", random_conversation_id());
+        let reply = send(gw.addr, authed("localhost", &target)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{response:?}: {}", reply.text());
+    }
+}
+
+#[tokio::test]
+async fn trusted_header_mode_ignores_spoofed_identity() {
+    let image = SandboxImage::build().unwrap();
+    let network = TestNetwork::create().unwrap();
+    let conversation = random_conversation_id();
+    let sandbox = Container::builder(&image)
+        .network(&network)
+        .label("conversation_id", &conversation)
+        .label("user_id", "alice")
+        .sandbox_ports(&[5000])
+        .run()
+        .unwrap();
+    sandbox
+        .wait_http(&network, 5000, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("origin-verify");
+    std::fs::write(&secret_file, "edge-shared-secret-0123\n").unwrap();
+    let target = format!("/runtime/{conversation}/5000/");
+    let config = |trusted: &str| {
+        format!(
+            "[identity]\nmode = \"trusted_header\"\ntrusted_proxies = [\"{trusted}\"]\nshared_secret_file = \"{}\"\n\
+             [discovery]\nnetwork = \"{}\"\n",
+            secret_file.display(),
+            network.name()
+        )
+    };
+    // Loopback is not trusted: the header is removed and the caller is anonymous.
+    let untrusted = Gateway::start(&config("10.255.255.0/24"));
+    untrusted.wait_ready().await;
+    let spoof = get("localhost", &target)
+        .header("x-cognito-user-id", "alice")
+        .header("x-origin-verify", "edge-shared-secret-0123");
+    assert_eq!(
+        send(untrusted.addr, spoof).await.unwrap().status,
+        StatusCode::UNAUTHORIZED
+    );
+    drop(untrusted);
+
+    let trusted = Gateway::start(&config("127.0.0.1/32"));
+    trusted.wait_ready().await;
+    let edge = |user: &str, secret: &str| {
+        get("localhost", &target)
+            .header("x-cognito-user-id", user)
+            .header("x-origin-verify", secret)
+    };
+    let reply = send(trusted.addr, edge("alice", "edge-shared-secret-0123"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let headers = reply.json()["headers"].to_string();
+    assert!(
+        !headers.contains("x-cognito") && !headers.contains("edge-shared-secret"),
+        "{headers}"
+    );
+    assert_eq!(
+        send(trusted.addr, edge("alice", "wrong-secret-wrong"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(trusted.addr, edge("bob", "edge-shared-secret-0123"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    drop(sandbox);
+}

@@ -1,0 +1,340 @@
+//! Docker discovery end to end: labelled containers from a locally built image, on a
+//! user-defined bridge network, reached through the real binary.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+use crate::harness::{docker_config, get, runtime_host, send, Gateway, TOKEN};
+
+/// An image, a network, three sandboxes (alice's, bob's, an unlabelled one) and a gateway
+/// acting for alice. Dropped in reverse order: gateway, containers, network, image.
+struct World {
+    gateway: Gateway,
+    alice: String,
+    bob: String,
+    unlabelled: String,
+    published: u16,
+    _containers: Vec<Container>,
+    _network: TestNetwork,
+    _image: SandboxImage,
+}
+
+async fn world() -> World {
+    let image = SandboxImage::build().expect("sandbox image (is Docker running?)");
+    let network = TestNetwork::create().unwrap();
+    let (alice, bob, unlabelled) = (
+        random_conversation_id(),
+        random_conversation_id(),
+        random_conversation_id(),
+    );
+    let start = |labels: Vec<(&str, &str)>, publish: bool| {
+        let mut builder = Container::builder(&image)
+            .network(&network)
+            .labels(labels)
+            .sandbox_ports(&[5000, 8000, 8001]);
+        if publish {
+            builder = builder.publish(8000);
+        }
+        builder.run().unwrap()
+    };
+    let containers = vec![
+        start(
+            vec![("conversation_id", &alice), ("user_id", "alice")],
+            true,
+        ),
+        start(vec![("conversation_id", &bob), ("user_id", "bob")], false),
+        start(vec![("conversation_id", &unlabelled)], false),
+    ];
+    for container in &containers {
+        container
+            .wait_http(&network, 5000, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let published = containers[0].published_port(8000).unwrap();
+    let gateway = Gateway::start(&docker_config("alice", network.name()));
+    gateway.wait_ready().await;
+    World {
+        gateway,
+        alice,
+        bob,
+        unlabelled,
+        published,
+        _containers: containers,
+        _network: network,
+        _image: image,
+    }
+}
+
+fn authed(host: &str, target: &str) -> http::request::Builder {
+    get(host, target).header("authorization", format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test]
+async fn docker_sandboxes_end_to_end() {
+    let w = world().await;
+    let gw = &w.gateway;
+    let main = format!("sandport.test:{}", gw.addr.port());
+    // Other tests start containers concurrently, and each of their events costs one list call:
+    // what requests cost is the calls beyond events and resyncs.
+    let docker_work = || async {
+        gw.metric("sandport_docker_api_calls_total", "").await
+            - gw.metric("sandport_discovery_events_total", "").await
+            - gw.metric("sandport_discovery_resyncs_total", "").await
+    };
+    let calls_before = docker_work().await;
+
+    // Both route forms, raw targets byte for byte.
+    for target in ["/a%2Fb//c/../d?x=%20", "/"] {
+        let reply = send(
+            gw.addr,
+            authed(&main, &format!("/runtime/{}/5000{target}", w.alice)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["target"], target);
+        assert_eq!(reply.json()["port"], 5000);
+        let reply = send(gw.addr, authed(&runtime_host(5000, &w.alice, gw), target))
+            .await
+            .unwrap();
+        assert_eq!(reply.json()["target"], target);
+    }
+    // A published host port is translated to its container port; system ports are not.
+    let reply = send(
+        gw.addr,
+        authed(&main, &format!("/runtime/{}/{}/x", w.alice, w.published)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.json()["port"], 8000);
+    let reply = send(
+        gw.addr,
+        authed(&main, &format!("/runtime/{}/8001/x", w.alice)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.json()["port"], 8001);
+
+    // Ownership and errors.
+    let denied = send(gw.addr, authed(&main, &format!("/runtime/{}/5000/", w.bob)))
+        .await
+        .unwrap();
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        denied.text(),
+        "Access denied: you do not own this conversation\n"
+    );
+    let unlabelled = send(
+        gw.addr,
+        authed(&main, &format!("/runtime/{}/5000/", w.unlabelled)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        unlabelled.text(),
+        "Access denied: container not properly labeled with owner\n"
+    );
+    let anonymous = send(gw.addr, get(&runtime_host(5000, &w.alice, gw), "/"))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let unknown = random_conversation_id();
+    let missing = send(gw.addr, authed(&main, &format!("/runtime/{unknown}/5000/")))
+        .await
+        .unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.text(),
+        format!("No container found for conversation {unknown}\n")
+    );
+    let closed = send(
+        gw.addr,
+        authed(&main, &format!("/runtime/{}/5999/", w.alice)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(closed.status, StatusCode::BAD_GATEWAY);
+    let probe = authed(&main, &format!("/runtime/{}/5999/", w.alice))
+        .header("origin", "http://sandport.test")
+        .header("accept", "application/json");
+    assert_eq!(
+        send(gw.addr, probe).await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+
+    // Identity headers and sandport's cookie never reach the sandbox.
+    let spoof = get(&runtime_host(5000, &w.alice, gw), "/")
+        .header("cookie", format!("sandport_token={TOKEN}; theme=dark"))
+        .header("x-cognito-user-id", "bob");
+    let echo = send(gw.addr, spoof).await.unwrap().json();
+    let headers = echo["headers"].to_string();
+    assert!(
+        !headers.contains(TOKEN) && !headers.contains("x-cognito"),
+        "{headers}"
+    );
+    assert!(headers.contains("theme=dark"));
+
+    // Steady state: requests made no Docker API call.
+    let calls_after = docker_work().await;
+    assert_eq!(calls_before, calls_after, "requests called Docker");
+    let total = gw.metric("sandport_docker_api_calls_total", "").await;
+    assert!(
+        total >= 3.0,
+        "the metric counts version, list and events: {total}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_and_sse_stream_through_both_forms() {
+    let w = world().await;
+    let gw = &w.gateway;
+    let main = format!("sandport.test:{}", gw.addr.port());
+    for host in [main.clone(), runtime_host(5000, &w.alice, gw)] {
+        let path = if host == main {
+            format!("/runtime/{}/5000/__sandbox/ws-headers", w.alice)
+        } else {
+            "/__sandbox/ws-headers".into()
+        };
+        let mut request = format!("ws://{}{path}", gw.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert("host", host.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let first = ws.next().await.unwrap().unwrap().into_text().unwrap();
+        let echo: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert!(
+            !echo["headers"].to_string().contains(TOKEN),
+            "the token reached the sandbox"
+        );
+        assert!(echo["headers"]
+            .to_string()
+            .contains(&format!("[\"host\",\"{host}\"]")));
+        for message in [
+            Message::text("hello"),
+            Message::binary(vec![0u8, 1, 2, 255]),
+        ] {
+            ws.send(message.clone()).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), message);
+        }
+        assert_eq!(gw.metric("sandport_websockets_open", "").await, 1.0);
+        ws.close(None).await.unwrap();
+    }
+
+    // SSE: events arrive one by one, as the sandbox sends them.
+    let target = format!(
+        "/runtime/{}/5000/__sandbox/sse?n=4&interval_ms=300",
+        w.alice
+    );
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = authed(&main, &target)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let started = Instant::now();
+    let mut arrivals = Vec::new();
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            arrivals.push((
+                started.elapsed(),
+                String::from_utf8_lossy(&data).into_owned(),
+            ));
+        }
+    }
+    let text: String = arrivals.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(text, "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n");
+    assert!(arrivals.len() >= 4, "events were batched: {arrivals:?}");
+    assert!(
+        arrivals[0].0 < Duration::from_millis(250),
+        "first event late: {arrivals:?}"
+    );
+    assert!(
+        arrivals.last().unwrap().0 >= Duration::from_millis(850),
+        "{arrivals:?}"
+    );
+}
+
+#[tokio::test]
+async fn fifty_mib_each_way_with_bounded_gateway_memory() {
+    const SIZE: u64 = 50 * 1024 * 1024;
+    let w = world().await;
+    let gw = &w.gateway;
+    let main = format!("sandport.test:{}", gw.addr.port());
+
+    // Upload: a streamed body, generated chunk by chunk.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let chunks = futures_util::stream::iter((0..SIZE / 65536).map(|_| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![7u8; 65536])))
+    }));
+    let request = authed(&main, &format!("/runtime/{}/5000/upload", w.alice))
+        .method("POST")
+        .header("content-length", SIZE)
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["body_len"], SIZE);
+
+    // Download: counted as it streams, never held.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = authed(
+        &main,
+        &format!("/runtime/{}/5000/__sandbox/download?bytes={SIZE}", w.alice),
+    )
+    .body(http_body_util::Empty::<Bytes>::new())
+    .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let mut received = 0u64;
+    let mut mismatches = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            for (offset, byte) in data.iter().enumerate() {
+                if *byte
+                    != sandport_testkit::sandbox_server::download_byte(received + offset as u64)
+                {
+                    mismatches += 1;
+                }
+            }
+            received += data.len() as u64;
+        }
+    }
+    assert_eq!(received, SIZE);
+    assert_eq!(mismatches, 0);
+    let peak = gw.peak_rss_kib();
+    assert!(
+        peak < 40 * 1024,
+        "gateway peak RSS {peak} KiB after 100 MiB of traffic"
+    );
+}

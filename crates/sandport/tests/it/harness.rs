@@ -1,0 +1,239 @@
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+pub const TOKEN: &str = "integration-test-token-0123456789";
+
+/// A running `sandport serve` with its own config file, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Gateway {
+    /// Starts the binary with `[server]`/`[admin]` on free loopback ports plus `config`.
+    pub fn start(config: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text = format!(
+            "[server]\nlisten = \"{addr}\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"{admin}\"\n{config}"
+        );
+        let config_path = dir.path().join("sandport.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sandport"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("SANDPORT_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut gateway = Gateway {
+            child,
+            addr,
+            admin,
+            _dir: dir,
+        };
+        gateway.wait_for_listener();
+        gateway
+    }
+
+    fn wait_for_listener(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(self.admin).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut stderr = String::new();
+                let _ = self
+                    .child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr);
+                panic!("sandport exited with {status}: {stderr}");
+            }
+            assert!(Instant::now() < deadline, "sandport did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(response) = send(self.admin, get("localhost", "/ready")).await {
+                if response.status == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "sandport never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the gateway process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, returning how long it took and its stderr.
+    pub fn wait_exit(&mut self, limit: Duration) -> (Duration, std::process::ExitStatus, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                let _ = self
+                    .child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr);
+                return (started.elapsed(), status, stderr);
+            }
+            assert!(
+                started.elapsed() < limit,
+                "sandport did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A metric's value from `/metrics` (sum over label sets matching `filter`).
+    pub async fn metric(&self, name: &str, filter: &str) -> f64 {
+        let response = send(self.admin, get("localhost", "/metrics"))
+            .await
+            .unwrap();
+        response
+            .text()
+            .lines()
+            .filter(|line| line.starts_with(name) && line.contains(filter))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A GET for `target` (sent byte for byte) with `Host: host`.
+pub fn get(host: &str, target: &str) -> http::request::Builder {
+    Request::get(target).header("host", host)
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection and reads the whole response.
+pub async fn send(addr: SocketAddr, request: http::request::Builder) -> anyhow::Result<Reply> {
+    send_body(addr, request, Bytes::new()).await
+}
+
+pub async fn send_body(
+    addr: SocketAddr,
+    request: http::request::Builder,
+    body: Bytes,
+) -> anyhow::Result<Reply> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request.body(Full::new(body))?).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// The runtime host of a port in the tests' runtime domain.
+pub fn runtime_host(port: u16, conversation: &str, gateway: &Gateway) -> String {
+    format!(
+        "{port}-{conversation}.runtime.sandport.test:{}",
+        gateway.addr.port()
+    )
+}
+
+/// Config for a Docker-backed gateway in token mode for `user`.
+pub fn docker_config(user: &str, network: &str) -> String {
+    format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n\
+         [identity]\nmode = \"token\"\nuser_id = \"{user}\"\ntoken = \"{TOKEN}\"\n\
+         [discovery]\nbackend = \"docker\"\nnetwork = \"{network}\"\nmax_staleness_secs = 2\n\
+         [proxy]\nconnect_timeout_ms = 1000\n"
+    )
+}
+
+/// Polls `check` until it returns true or `limit` passes; returns the time it took.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real `sandport` binary against real sockets and the real Docker Engine.
+#![allow(clippy::unwrap_used, reason = "test harness: a failed setup step must stop the test")]
+
+/// Launching the gateway binary and talking HTTP to it.
+mod harness;
+
+/// CLI commands: check-config, routes, explain.
+mod cli;
+/// Docker lifecycle: restarts, removal, an unreachable Docker.
+mod docker_lifecycle;
+/// Docker discovery end to end: both route forms, ownership, errors, WebSocket, SSE, big bodies.
+mod docker_live;
+/// The static backend, without Docker: routing, identity, streaming, limits, listeners.
+mod static_backend;
