@@ -1,5 +1,8 @@
 //! Integration tests: the real `sandport` binary against real sockets and the real Docker Engine.
-#![allow(clippy::unwrap_used, reason = "test harness: a failed setup step must stop the test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test harness: a failed setup step must stop the test"
+)]
 
 /// Launching the gateway binary and talking HTTP to it.
 mod harness;
