@@ -504,7 +504,7 @@
     return { settings: settings };
   }
 
-  // Seed §3.2: a create-conversation POST answered 400 "settings not found"
+  // As in the previous shim: a create-conversation POST answered 400 "settings not found"
   // creates default settings and is repeated once.
   function createConversationRetry(win, args, settings, c) {
     var input = args[0];
@@ -531,7 +531,7 @@
     };
   }
 
-  // Seed §3.4 triggers: ensure defaults after load (pages not under /_); a
+  // Triggers of the previous shim: ensure defaults after load (pages not under /_); a
   // failed attempt is retried later. The setup modal that shows up within 5 s
   // of load is hidden once the settings exist.
   function installSettingsTriggers(win, doc, settings) {
