@@ -84,6 +84,23 @@ def _prepare_workspace_dir(path: str) -> None:
     os.chmod(path, 0o777)
 
 
+def _is_writable(mode: str) -> bool:
+    return mode.split(',')[0] != 'ro'
+
+
+def _per_sandbox_source(source: str, sandbox_id: str) -> str:
+    if os.path.isabs(source):
+        return os.path.join(source, sandbox_id)
+    return f'{source}-{sandbox_id}'
+
+
+def writable_sources(mounts: Iterable[Any], sandbox_id: str) -> list[str]:
+    """The per-sandbox host directories and volume names of a sandbox."""
+    return [
+        _per_sandbox_source(m.host_path, sandbox_id) for m in mounts if _is_writable(m.mode)
+    ]
+
+
 def sandbox_volumes(mounts: Iterable[Any], sandbox_id: str) -> dict[str, dict[str, str]]:
     if not is_sandbox_id(sandbox_id):
         raise SandboxError('sandbox id is not a conversation id (32 lowercase hex)')
@@ -91,12 +108,10 @@ def sandbox_volumes(mounts: Iterable[Any], sandbox_id: str) -> dict[str, dict[st
     for mount in mounts:
         source: str = mount.host_path
         mode: str = mount.mode
-        if not mode.split(',')[0] == 'ro':
+        if _is_writable(mode):
+            source = _per_sandbox_source(source, sandbox_id)
             if os.path.isabs(source):
-                source = os.path.join(source, sandbox_id)
                 _prepare_workspace_dir(source)
-            else:
-                source = f'{source}-{sandbox_id}'
         volumes[source] = {'bind': mount.container_path, 'mode': mode}
     return volumes
 

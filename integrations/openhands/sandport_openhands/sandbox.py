@@ -17,6 +17,7 @@ Creating containers is upstream's code, patched to call
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator
 
@@ -40,7 +41,12 @@ from openhands.app_server.sandbox.sandbox_service import (
 )
 from openhands.app_server.services.injector import InjectorState
 
-from sandport_openhands.docker_hooks import LABEL_USER_ID, sandbox_network
+from sandport_openhands.docker_hooks import (
+    LABEL_USER_ID,
+    is_sandbox_id,
+    sandbox_network,
+    writable_sources,
+)
 from sandport_openhands.identity import is_valid_user_id
 from sandport_openhands.principal import Principal, principal_of
 
@@ -124,7 +130,22 @@ class SandportDockerSandboxService(DockerSandboxService):
     async def delete_sandbox(self, sandbox_id: str) -> bool:
         if not self._controls(sandbox_id):
             return False
-        return await super().delete_sandbox(sandbox_id)
+        deleted = await super().delete_sandbox(sandbox_id)
+        if deleted:
+            self._delete_workspace_volumes(sandbox_id[len(self.container_name_prefix) :])
+        return deleted
+
+    def _delete_workspace_volumes(self, short_id: str) -> None:
+        """Remove the per-sandbox named volumes (host directories are kept)."""
+        if not is_sandbox_id(short_id):
+            return
+        for source in writable_sources(self.mounts, short_id):
+            if os.path.isabs(source):
+                continue
+            try:
+                self.docker_client.volumes.get(source).remove()
+            except (NotFound, APIError):
+                pass
 
 
 class SandportDockerSandboxServiceInjector(DockerSandboxServiceInjector):

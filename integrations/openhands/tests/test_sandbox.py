@@ -60,7 +60,12 @@ class RecordingDockerClient:
         self.runs: list[dict[str, Any]] = []
         self.by_name: dict[str, FakeContainer] = {}
         self.containers = self
-        self.volumes = self
+        self.removed_volumes: list[str] = []
+        self.volumes = types.SimpleNamespace(
+            get=lambda name: types.SimpleNamespace(
+                remove=lambda: self.removed_volumes.append(name)
+            )
+        )
         self.images = types.SimpleNamespace(get=lambda image_id: types.SimpleNamespace(id=image_id))
 
     # containers.*
@@ -206,8 +211,12 @@ async def test_users_see_and_control_only_their_sandboxes(patched_tree) -> None:
     assert await bob.delete_sandbox(alice_info.id) is False
     assert docker.by_name[alice_info.id].calls == []
 
+    assert docker.removed_volumes == []
     assert await alice.delete_sandbox(alice_info.id) is True
     assert docker.by_name[alice_info.id].calls == ['remove']
+    # the sandbox's own named workspace volume goes with it; host directories stay
+    assert f'cache-{alice_info.id[-32:]}' in docker.removed_volumes
+    assert not any(v.startswith('/') for v in docker.removed_volumes)
     assert {s.id for s in (await app.search_sandboxes()).items} == {alice_info.id, bob_info.id, 'oh-agent-server-legacy'}
 
 
