@@ -63,6 +63,7 @@ pub async fn run(
         idle_timeout: Duration::from_secs(config.proxy.idle_timeout_secs),
         tunnels: tokio_util::task::TaskTracker::new(),
         tunnel_cancel: CancellationToken::new(),
+        rewrite: rewrite_config(&config),
     });
     let admin = Arc::new(Admin {
         store: Arc::clone(&store),
@@ -137,6 +138,20 @@ fn spawn_discovery(config: &FileConfig, store: &Arc<Store>, cancel: &Cancellatio
                 cancel.clone(),
             ));
         }
+    }
+}
+
+/// The response-shaping settings from the configuration.
+pub fn rewrite_config(config: &FileConfig) -> crate::rewrite::Config {
+    crate::rewrite::Config {
+        base_domain: config.routing.base_domain.clone(),
+        runtime_domain: config.routing.effective_runtime_domain(),
+        scheme: config.external_scheme().to_owned(),
+        inject_script: config.rewrite.inject_script,
+        frame_ancestors: config.rewrite.frame_ancestors.clone(),
+        rewrite_sandbox_html: config.rewrite.rewrite_sandbox_html,
+        default_settings: config.rewrite.default_settings,
+        logout_url: config.rewrite.logout_url.clone(),
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use file::{
     AdminSection, AppSection, DiscoveryBackend, DiscoverySection, FileConfig, IdentityMode,
-    IdentitySection, LogFormat, LogSection, ProxySection, RoutingSection, ServerSection,
-    StaticSandbox,
+    IdentitySection, LogFormat, LogSection, ProxySection, RewriteSection, RoutingSection,
+    ServerSection, StaticSandbox,
 };
 
 /// A configuration problem, naming the key (or variable) at fault.

@@ -22,6 +22,8 @@ pub enum ProxyError {
     Route(#[from] RouteError),
     #[error("authentication required")]
     Unauthenticated,
+    #[error("no such sandport asset")]
+    UnknownAsset,
     #[error("lookup failed for {conversation}: {error}")]
     Lookup {
         conversation: ConversationId,
@@ -133,6 +135,12 @@ impl ProxyError {
                 StatusCode::NOT_FOUND,
                 "Not found".into(),
                 "malformed_route",
+                false,
+            ),
+            ProxyError::UnknownAsset => d(
+                StatusCode::NOT_FOUND,
+                "Not found".into(),
+                "unknown_asset",
                 false,
             ),
             ProxyError::Unauthenticated => d(

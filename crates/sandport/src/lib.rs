@@ -7,6 +7,7 @@
 //! - [`discovery`]: the in-memory sandbox snapshot and the backends that feed it;
 //! - [`authz`]: ownership (pure);
 //! - [`proxy`]: the request pipeline, header rules, forwarding and WebSocket tunnels;
+//! - [`rewrite`]: response shaping (security headers, cookies, script injection, URLs);
 //! - [`error`]: the one mapping from failures to responses;
 //! - [`server`] and [`admin`]: the listeners; [`app`]: the wiring and the drain;
 //! - [`metrics`], [`telemetry`]: what is counted and logged;
@@ -22,6 +23,7 @@ pub mod identity;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
+pub mod rewrite;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

@@ -17,6 +17,8 @@ pub const DISCOVERY_EVENTS: &str = "sandport_discovery_events_total";
 pub const DISCOVERY_RESYNCS: &str = "sandport_discovery_resyncs_total";
 /// Docker Engine API calls made, by `call`. Request handling makes none.
 pub const DOCKER_API_CALLS: &str = "sandport_docker_api_calls_total";
+/// HTML responses passed through without rewriting, by `reason`.
+pub const REWRITE_SKIPPED: &str = "sandport_rewrite_skipped_total";
 /// WebSocket tunnels currently open.
 pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
 /// Client connections currently open.

@@ -24,6 +24,7 @@ use crate::discovery::{self, Store};
 use crate::error::{ProxyError, RequestKind, Upstream};
 use crate::identity::{Authentication, Authenticator, Principal, TOKEN_COOKIE};
 use crate::metrics;
+use crate::rewrite;
 use crate::routing::{self, Target};
 use body::Body;
 use headers::Forwarding;
@@ -44,6 +45,7 @@ pub struct Gateway {
     pub tunnels: TaskTracker,
     /// Cancelled at the end of the drain: ends the tunnels still open.
     pub tunnel_cancel: CancellationToken,
+    pub rewrite: rewrite::Config,
 }
 
 /// What one request did, for its log line.
@@ -61,6 +63,8 @@ struct Record {
 struct PublicHost {
     authority: String,
     name: String,
+    /// The port browsers use, when the authority names one.
+    port: Option<u16>,
 }
 
 impl Gateway {
@@ -116,6 +120,12 @@ impl Gateway {
             routing::parse(&self.routing, &host.name, &path_and_query).inspect_err(|_| {
                 record.route = "runtime_path";
             })?;
+        if target == Target::App && path_and_query.starts_with(rewrite::ASSET_PREFIX) {
+            record.decision = "asset";
+            let path = path_and_query.split('?').next().unwrap_or_default();
+            return rewrite::asset(path).ok_or(ProxyError::UnknownAsset);
+        }
+        let method = request.method().clone();
         let principal =
             match self
                 .authenticator
@@ -141,9 +151,18 @@ impl Gateway {
                 let addr = self.resolve(&principal, &target)?;
                 record.upstream = Some(addr.to_string());
                 let uri = upstream_uri(&addr.to_string(), &target.upstream_target)?;
-                let upstream = Upstream::Sandbox(target.conversation);
-                self.forward(request, uri, &upstream, &host, peer, None)
-                    .await
+                let upstream = Upstream::Sandbox(target.conversation.clone());
+                let response = self
+                    .forward(request, uri, &upstream, &host, peer, None)
+                    .await?;
+                Ok(rewrite::shape_sandbox(
+                    &self.rewrite,
+                    response,
+                    &method,
+                    target.form,
+                    target.conversation,
+                    host.port,
+                ))
             }
             Target::App => {
                 if principal.is_none() && self.authenticator.app_requires_principal() {
@@ -151,15 +170,17 @@ impl Gateway {
                 }
                 record.upstream = Some(self.app_authority.to_string());
                 let uri = upstream_uri(self.app_authority.as_str(), &path_and_query)?;
-                self.forward(
-                    request,
-                    uri,
-                    &Upstream::App,
-                    &host,
-                    peer,
-                    principal.as_ref(),
-                )
-                .await
+                let response = self
+                    .forward(
+                        request,
+                        uri,
+                        &Upstream::App,
+                        &host,
+                        peer,
+                        principal.as_ref(),
+                    )
+                    .await?;
+                Ok(rewrite::shape_app(&self.rewrite, response, &method))
             }
         }
     }
@@ -311,6 +332,7 @@ fn public_host<B>(request: &Request<B>) -> Result<PublicHost, ProxyError> {
     }
     Ok(PublicHost {
         name: parsed.host().to_ascii_lowercase(),
+        port: parsed.port_u16(),
         authority,
     })
 }

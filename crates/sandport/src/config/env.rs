@@ -18,6 +18,7 @@ pub const SECTIONS: &[&str] = &[
     "identity",
     "discovery",
     "proxy",
+    "rewrite",
     "log",
 ];
 

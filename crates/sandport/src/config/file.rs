@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub identity: IdentitySection,
     pub discovery: DiscoverySection,
     pub proxy: ProxySection,
+    pub rewrite: RewriteSection,
     pub log: LogSection,
 }
 
@@ -207,6 +208,28 @@ impl Default for ProxySection {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteSection {
+    pub inject_script: bool,
+    pub frame_ancestors: Vec<String>,
+    pub rewrite_sandbox_html: bool,
+    pub default_settings: bool,
+    pub logout_url: Option<String>,
+}
+
+impl Default for RewriteSection {
+    fn default() -> Self {
+        Self {
+            inject_script: true,
+            frame_ancestors: Vec::new(),
+            rewrite_sandbox_html: false,
+            default_settings: false,
+            logout_url: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -269,6 +292,7 @@ impl FileConfig {
         if self.proxy.idle_timeout_secs == 0 {
             return Err(invalid("proxy.idle_timeout_secs", "must be positive"));
         }
+        self.validate_rewrite()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|error| invalid("log.level", error.to_string()))?;
         Ok(())
@@ -298,6 +322,29 @@ impl FileConfig {
                 "identity.trusted_proxies",
                 "trusted_header mode needs at least one trusted proxy CIDR",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_rewrite(&self) -> Result<(), ConfigError> {
+        for origin in &self.rewrite.frame_ancestors {
+            let source = origin.starts_with("https://")
+                || origin.starts_with("http://")
+                || origin == "'self'";
+            if !source || origin.contains([' ', ';', ',']) {
+                return Err(invalid(
+                    "rewrite.frame_ancestors",
+                    format!("{origin:?} is not an origin like https://example.com"),
+                ));
+            }
+        }
+        if let Some(url) = &self.rewrite.logout_url {
+            if !url.starts_with('/') || url.starts_with("//") {
+                return Err(invalid(
+                    "rewrite.logout_url",
+                    "must be a same-origin path like /_logout",
+                ));
+            }
         }
         Ok(())
     }

@@ -5,7 +5,9 @@ use std::time::Duration;
 use http::StatusCode;
 use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
 
-use crate::harness::{docker_config, eventually, get, send, Gateway, TOKEN};
+use bytes::Bytes;
+
+use crate::harness::{docker_config, eventually, get, send, send_within, Gateway, TOKEN};
 
 fn authed(host: &str, target: &str) -> http::request::Builder {
     get(host, target).header("authorization", format!("Bearer {TOKEN}"))
@@ -63,14 +65,23 @@ async fn restarts_removals_and_pauses_are_seen_within_a_second() {
 
     // Paused: 503, quickly.
     sandbox.pause().unwrap();
+    // Until the pause event lands, a request may reach the frozen container and wait: poll
+    // with a short client timeout.
+    let quick = || {
+        let request = authed(&main, &target);
+        send_within(Duration::from_millis(300), gw.addr, request, Bytes::new())
+    };
     eventually("paused is 503", Duration::from_secs(1), || async {
-        send(gw.addr, authed(&main, &target)).await.unwrap().status
-            == StatusCode::SERVICE_UNAVAILABLE
+        quick()
+            .await
+            .is_ok_and(|reply| reply.status == StatusCode::SERVICE_UNAVAILABLE)
     })
     .await;
     sandbox.unpause().unwrap();
     eventually("unpaused is 200", Duration::from_secs(1), || async {
-        send(gw.addr, authed(&main, &target)).await.unwrap().status == StatusCode::OK
+        quick()
+            .await
+            .is_ok_and(|reply| reply.status == StatusCode::OK)
     })
     .await;
 

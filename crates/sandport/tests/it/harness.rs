@@ -190,6 +190,26 @@ pub async fn send_body(
     request: http::request::Builder,
     body: Bytes,
 ) -> anyhow::Result<Reply> {
+    send_within(Duration::from_secs(20), addr, request, body).await
+}
+
+/// Sends one request and fails if the whole exchange takes longer than `limit`.
+pub async fn send_within(
+    limit: Duration,
+    addr: SocketAddr,
+    request: http::request::Builder,
+    body: Bytes,
+) -> anyhow::Result<Reply> {
+    tokio::time::timeout(limit, exchange(addr, request, body))
+        .await
+        .map_err(|_| anyhow::anyhow!("no response within {limit:?}"))?
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    request: http::request::Builder,
+    body: Bytes,
+) -> anyhow::Result<Reply> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -13,5 +13,7 @@ mod cli;
 mod docker_lifecycle;
 /// Docker discovery end to end: both route forms, ownership, errors, WebSocket, SSE, big bodies.
 mod docker_live;
+/// Response shaping: sandbox headers and cookies, script injection, compressed pages.
+mod shaping;
 /// The static backend, without Docker: routing, identity, streaming, limits, listeners.
 mod static_backend;

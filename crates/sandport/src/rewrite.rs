@@ -1,0 +1,210 @@
+//! Response shaping: what sandport changes in responses on their way to the browser.
+//!
+//! - Every sandbox response (both route forms) gets the security headers and cookie isolation
+//!   of `rewrite/headers.rs`, and `localhost:{port}` redirects are sent to runtime hosts.
+//! - HTML pages from the app get sandport's browser script injected at the start of `<head>`
+//!   (streamed through lol_html; compressed pages are decoded first) and no-cache headers.
+//! - Opt-in: HTML pages from sandboxes on the path form get their `localhost:{port}` attribute
+//!   URLs rewritten too.
+//!
+//! Only complete `200 text/html` responses to non-HEAD requests are rewritten; everything else
+//! passes through untouched.
+
+mod decode;
+pub mod headers;
+pub mod html;
+pub mod local_url;
+
+use std::sync::LazyLock;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::proxy::body::{full, Body};
+use crate::routing::{ConversationId, Form};
+use local_url::RuntimeUrls;
+
+/// The browser script, served by sandport at [`script_path`].
+pub const SCRIPT: &str = include_str!("../assets/runtime-links.js");
+/// Paths under this prefix on the app host are sandport's own and never reach the app.
+pub const ASSET_PREFIX: &str = "/_sandport/";
+
+static SCRIPT_PATH: LazyLock<String> = LazyLock::new(|| {
+    let digest = Sha256::digest(SCRIPT.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{ASSET_PREFIX}runtime-links.{hash}.js")
+});
+
+/// The versioned path of the browser script; it changes whenever the script does.
+pub fn script_path() -> &'static str {
+    &SCRIPT_PATH
+}
+
+/// Response-shaping settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub base_domain: String,
+    pub runtime_domain: String,
+    pub scheme: String,
+    /// Inject the browser script into the app's HTML pages.
+    pub inject_script: bool,
+    /// Origins allowed to frame sandbox pages besides `'self'` and the app origin.
+    pub frame_ancestors: Vec<String>,
+    /// Rewrite `localhost:{port}` URLs in HTML attributes of path-form sandbox pages.
+    pub rewrite_sandbox_html: bool,
+    /// Script option `data-default-settings="on"`.
+    pub default_settings: bool,
+    /// Script option `data-logout-url`.
+    pub logout_url: Option<String>,
+}
+
+impl Config {
+    fn app_origin(&self, public_port: Option<u16>) -> String {
+        match public_port {
+            Some(port) => format!("{}://{}:{port}", self.scheme, self.base_domain),
+            None => format!("{}://{}", self.scheme, self.base_domain),
+        }
+    }
+
+    fn script_tag(&self) -> String {
+        let mut tag = format!(
+            "<script src=\"{}\" data-runtime-domain=\"{}\"",
+            script_path(),
+            self.runtime_domain
+        );
+        if self.default_settings {
+            tag.push_str(" data-default-settings=\"on\"");
+        }
+        if let Some(url) = &self.logout_url {
+            tag.push_str(&format!(" data-logout-url=\"{}\"", escape_attribute(url)));
+        }
+        tag.push_str("></script>");
+        tag
+    }
+}
+
+/// Serves sandport's own assets; `None` for an unknown path under [`ASSET_PREFIX`].
+pub fn asset(path: &str) -> Option<Response<Body>> {
+    if path != script_path() {
+        return None;
+    }
+    let mut response = Response::new(full(SCRIPT));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Some(response)
+}
+
+/// Shapes a response from a sandbox.
+pub fn shape_sandbox(
+    config: &Config,
+    response: Response<Body>,
+    method: &Method,
+    form: Form,
+    conversation: ConversationId,
+    public_port: Option<u16>,
+) -> Response<Body> {
+    let urls = RuntimeUrls {
+        scheme: config.scheme.clone(),
+        runtime_domain: config.runtime_domain.clone(),
+        public_port,
+        conversation,
+    };
+    let mut ancestors = format!("'self' {}", config.app_origin(public_port));
+    for origin in &config.frame_ancestors {
+        ancestors.push(' ');
+        ancestors.push_str(origin);
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::shape_sandbox_headers(
+        &mut parts.headers,
+        &headers::SandboxShape {
+            urls: &urls,
+            frame_ancestors: &ancestors,
+            secure: config.scheme == "https",
+        },
+    );
+    let rewrite = config.rewrite_sandbox_html
+        && form == Form::Path
+        && is_rewritable_html(method, parts.status, &parts.headers);
+    let body = if rewrite {
+        match decode::decoded(body, &mut parts.headers) {
+            Ok(body) => {
+                prepare_rewritten_headers(&mut parts.headers);
+                html::rewrite(body, vec![html::Edit::RewriteLocalUrls(urls)])
+            }
+            Err(body) => body,
+        }
+    } else {
+        body
+    };
+    Response::from_parts(parts, body)
+}
+
+/// Shapes a response from the app: the browser script goes into its HTML pages.
+pub fn shape_app(config: &Config, response: Response<Body>, method: &Method) -> Response<Body> {
+    if !config.inject_script || !is_rewritable_html(method, response.status(), response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    match decode::decoded(body, &mut parts.headers) {
+        Ok(body) => {
+            prepare_rewritten_headers(&mut parts.headers);
+            // The page names a versioned script: a cached page would pin an old one.
+            let headers = &mut parts.headers;
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+            );
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
+            let edits = vec![html::Edit::PrependToHead(config.script_tag())];
+            Response::from_parts(parts, html::rewrite(body, edits))
+        }
+        Err(body) => {
+            ::metrics::counter!(crate::metrics::REWRITE_SKIPPED, "reason" => "encoding")
+                .increment(1);
+            Response::from_parts(parts, body)
+        }
+    }
+}
+
+/// Whether a response is a complete HTML page that may be rewritten.
+fn is_rewritable_html(method: &Method, status: StatusCode, headers: &HeaderMap) -> bool {
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/html"));
+    method != Method::HEAD
+        && status == StatusCode::OK
+        && html
+        && !headers.contains_key(header::CONTENT_RANGE)
+}
+
+/// A rewritten body has a new length and new bytes.
+fn prepare_rewritten_headers(headers: &mut HeaderMap) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::ETAG);
+    headers.remove(header::ACCEPT_RANGES);
+    headers.remove("content-md5");
+    headers.remove("digest");
+}
+
+fn escape_attribute(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+}

@@ -1,0 +1,225 @@
+//! Response header rules for sandbox responses. Pure.
+//!
+//! - Security headers on every sandbox response: `X-Content-Type-Options: nosniff`,
+//!   `Referrer-Policy: strict-origin-when-cross-origin`, and a `Content-Security-Policy` of its
+//!   own holding only `frame-ancestors`. Browsers enforce every CSP header, so adding one never
+//!   weakens a stricter policy the sandbox sends; the app's own origin may embed the sandbox.
+//! - `Set-Cookie`: `Domain` removed (host-only: one runtime cannot set cookies for the app or
+//!   for other runtimes), `Secure` added over https, `SameSite=Strict` added when absent, and
+//!   cookies named like sandport's own dropped.
+//! - `Location` and `Refresh` naming `http://localhost:{port}` go to that port's runtime host.
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+use super::local_url::RuntimeUrls;
+
+/// Cookie names sandport uses (or will use) for identity; a sandbox may never set them.
+const RESERVED_COOKIES: &[&str] = &["id_token", "refresh_token"];
+const RESERVED_COOKIE_PREFIX: &str = "sandport";
+
+/// Settings for shaping one sandbox response.
+#[derive(Debug)]
+pub struct SandboxShape<'a> {
+    pub urls: &'a RuntimeUrls,
+    /// The `frame-ancestors` source list (already including `'self'` and the app origin).
+    pub frame_ancestors: &'a str,
+    /// Whether browsers reach sandport over https (cookies then get `Secure`).
+    pub secure: bool,
+}
+
+/// Applies the sandbox response rules to `headers`.
+pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    if let Ok(csp) = HeaderValue::from_str(&format!("frame-ancestors {}", shape.frame_ancestors)) {
+        headers.append(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        let isolated = cookie
+            .to_str()
+            .ok()
+            .and_then(|text| isolate_cookie(text, shape.secure))
+            .and_then(|text| HeaderValue::from_str(&text).ok());
+        if let Some(isolated) = isolated {
+            headers.append(header::SET_COOKIE, isolated);
+        }
+    }
+    rewrite_header(headers, header::LOCATION, |v| shape.urls.rewrite(v));
+    rewrite_header(headers, header::REFRESH, |v| shape.urls.rewrite_refresh(v));
+}
+
+fn rewrite_header(
+    headers: &mut HeaderMap,
+    name: header::HeaderName,
+    rewrite: impl Fn(&str) -> Option<String>,
+) {
+    let rewritten = headers
+        .get(&name)
+        .and_then(|value| value.to_str().ok())
+        .and_then(rewrite)
+        .and_then(|value| HeaderValue::from_str(&value).ok());
+    if let Some(value) = rewritten {
+        headers.insert(name, value);
+    }
+}
+
+/// Rewrites one `Set-Cookie` value; `None` drops it (unparsable, or one of sandport's names).
+pub fn isolate_cookie(value: &str, secure: bool) -> Option<String> {
+    let mut parts = value.split(';');
+    let pair = parts.next()?.trim();
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+    if name.is_empty() || is_reserved(name) {
+        return None;
+    }
+    let attribute_name = |attribute: &str| {
+        attribute
+            .split_once('=')
+            .map_or(attribute, |(name, _)| name)
+            .trim()
+            .to_ascii_lowercase()
+    };
+    let mut attributes: Vec<String> = parts
+        .map(str::trim)
+        .filter(|attribute| !attribute.is_empty() && attribute_name(attribute) != "domain")
+        .map(str::to_owned)
+        .collect();
+    let has = |attributes: &[String], wanted: &str| {
+        attributes.iter().any(|a| attribute_name(a) == wanted)
+    };
+    if secure && !has(&attributes, "secure") {
+        attributes.push("Secure".into());
+    }
+    if !has(&attributes, "samesite") {
+        attributes.push("SameSite=Strict".into());
+    }
+    let mut out = pair.to_owned();
+    for attribute in attributes {
+        out.push_str("; ");
+        out.push_str(&attribute);
+    }
+    Some(out)
+}
+
+fn is_reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let bare = lower
+        .strip_prefix("__host-")
+        .or_else(|| lower.strip_prefix("__secure-"))
+        .unwrap_or(&lower);
+    RESERVED_COOKIES.contains(&bare) || bare.starts_with(RESERVED_COOKIE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::ConversationId;
+
+    #[test]
+    fn cookie_isolation_table() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("a=1", true, Some("a=1; Secure; SameSite=Strict")),
+            ("a=1", false, Some("a=1; SameSite=Strict")),
+            (
+                "a=1; Domain=.example.com; Path=/",
+                true,
+                Some("a=1; Path=/; Secure; SameSite=Strict"),
+            ),
+            (
+                "a=1;domain=example.com;secure;samesite=Lax",
+                true,
+                Some("a=1; secure; samesite=Lax"),
+            ),
+            (
+                "a=1; DOMAIN = x ; HttpOnly",
+                false,
+                Some("a=1; HttpOnly; SameSite=Strict"),
+            ),
+            ("id_token=stolen; Domain=.example.com", true, None),
+            ("refresh_token=x", true, None),
+            ("sandport_token=x", true, None),
+            ("__Host-id_token=x; Path=/; Secure", true, None),
+            ("SANDPORT_runtime=x", true, None),
+            ("", true, None),
+            ("=x", true, None),
+        ];
+        for (input, secure, expected) in cases {
+            assert_eq!(
+                isolate_cookie(input, *secure).as_deref(),
+                *expected,
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn sandbox_headers() {
+        let urls = RuntimeUrls {
+            scheme: "https".into(),
+            runtime_domain: "runtime.example.com".into(),
+            public_port: None,
+            conversation: ConversationId::parse("7c15e423fbd44f8f8bf483a481daa4d9").unwrap(),
+        };
+        let shape = SandboxShape {
+            urls: &urls,
+            frame_ancestors: "'self' https://example.com",
+            secure: true,
+        };
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::SET_COOKIE,
+            "id_token=x; Domain=.example.com".parse().unwrap(),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            "theme=dark; Domain=.example.com".parse().unwrap(),
+        );
+        headers.insert(
+            header::LOCATION,
+            "http://localhost:5000/next".parse().unwrap(),
+        );
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'".parse().unwrap(),
+        );
+        shape_sandbox_headers(&mut headers, &shape);
+        let all = |name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            all(header::SET_COOKIE),
+            ["theme=dark; Secure; SameSite=Strict"]
+        );
+        assert_eq!(
+            all(header::LOCATION),
+            ["https://5000-7c15e423fbd44f8f8bf483a481daa4d9.runtime.example.com/next"]
+        );
+        assert_eq!(
+            all(header::CONTENT_SECURITY_POLICY),
+            [
+                "default-src 'none'",
+                "frame-ancestors 'self' https://example.com"
+            ]
+        );
+        assert_eq!(all(header::X_CONTENT_TYPE_OPTIONS), ["nosniff"]);
+        assert_eq!(
+            all(header::REFERRER_POLICY),
+            ["strict-origin-when-cross-origin"]
+        );
+    }
+}
