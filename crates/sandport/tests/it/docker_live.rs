@@ -180,6 +180,37 @@ async fn docker_sandboxes_end_to_end() {
     );
     assert!(headers.contains("theme=dark"));
 
+    // `sandport routes` and `explain` see the same sandboxes, straight from Docker.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sandport.toml");
+    std::fs::write(&config, docker_config("alice", w._network.name())).unwrap();
+    let routes = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
+        .args(["routes", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&routes.stderr)
+    );
+    for conversation in [&w.alice, &w.bob, &w.unlabelled] {
+        assert!(table.contains(conversation.as_str()), "{table}");
+    }
+    assert!(table.contains(&format!("{}->8000", w.published)), "{table}");
+    let url = format!("http://{}/x", runtime_host(5000, &w.bob, gw));
+    let explain = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
+        .args(["explain", &url, "--user", "alice", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        text.contains("refuse 403 Access denied: you do not own this conversation"),
+        "{text}"
+    );
+
     // Steady state: requests made no Docker API call.
     let calls_after = docker_work().await;
     assert_eq!(calls_before, calls_after, "requests called Docker");

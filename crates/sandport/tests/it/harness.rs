@@ -29,11 +29,16 @@ pub fn free_port() -> u16 {
 impl Gateway {
     /// Starts the binary with `[server]`/`[admin]` on free loopback ports plus `config`.
     pub fn start(config: &str) -> Gateway {
+        Self::start_with_server_keys(config, "")
+    }
+
+    /// Like [`Gateway::start`], with extra lines for the `[server]` table.
+    pub fn start_with_server_keys(config: &str, server_keys: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let text = format!(
-            "[server]\nlisten = \"{addr}\"\nshutdown_grace_secs = 5\n[admin]\nlisten = \"{admin}\"\n{config}"
+            "[server]\nlisten = \"{addr}\"\n{server_keys}\n[admin]\nlisten = \"{admin}\"\n{config}"
         );
         let config_path = dir.path().join("sandport.toml");
         std::fs::write(&config_path, text).unwrap();

@@ -13,6 +13,8 @@ mod cli;
 mod docker_lifecycle;
 /// Docker discovery end to end: both route forms, ownership, errors, WebSocket, SSE, big bodies.
 mod docker_live;
+/// The listener: TLS, slow clients, the drain with open tunnels, access logs.
+mod listener;
 /// Response shaping: sandbox headers and cookies, script injection, compressed pages.
 mod shaping;
 /// The static backend, without Docker: routing, identity, streaming, limits, listeners.

@@ -1,0 +1,209 @@
+//! The listener itself: TLS with ALPN, slow and silent clients, the drain with open tunnels,
+//! and structured access logs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use sandport_testkit::sandbox_server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+use crate::harness::{Gateway, TOKEN};
+
+const CID: &str = "0123456789abcdef0123456789abcdef";
+
+fn static_config(upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{upstream}\"\n\
+         [identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n\
+         [discovery]\nbackend = \"static\"\n\
+         [[discovery.sandboxes]]\nconversation_id = \"{CID}\"\nuser_id = \"alice\"\naddress = \"127.0.0.1\"\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn tls_serves_h2_and_http11_by_alpn() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let certified = rcgen::generate_simple_self_signed(vec!["sandport.test".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::start_with_server_keys(&static_config(upstream, ""), &extra);
+    gw.wait_ready().await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    for (alpn, version) in [
+        (b"h2".to_vec(), http::Version::HTTP_2),
+        (b"http/1.1".to_vec(), http::Version::HTTP_11),
+    ] {
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("sandport.test").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let authority = format!("sandport.test:{}", gw.addr.port());
+        let target = format!("/runtime/{CID}/{}/tls?x=1", upstream.port());
+        let response = if version == http::Version::HTTP_2 {
+            let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(tls),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(connection);
+            let request = http::Request::get(format!("https://{authority}{target}"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            sender.send_request(request).await.unwrap()
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let request = http::Request::get(&target)
+                .header("host", &authority)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            sender.send_request(request).await.unwrap()
+        };
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["target"], "/tls?x=1");
+        assert!(echo["headers"]
+            .to_string()
+            .contains("[\"x-forwarded-proto\",\"https\"]"));
+    }
+}
+
+#[tokio::test]
+async fn slow_and_silent_clients_are_closed_by_the_header_timeout() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start_with_server_keys(
+        &static_config(upstream, ""),
+        "header_read_timeout_secs = 1\n",
+    );
+    gw.wait_ready().await;
+    let partial_head = b"GET / HTTP/1.1\r\nHost: sandport.test\r\nX-Slow: ".as_slice();
+    for sent in [
+        b"".as_slice(),
+        b"G".as_slice(),
+        b"PRI * HTTP/2.0\r\n".as_slice(),
+        partial_head,
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = Instant::now();
+        let mut buffer = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+        let elapsed = started.elapsed();
+        assert!(
+            read.is_ok(),
+            "{:?}: still open after 5 s",
+            String::from_utf8_lossy(sent)
+        );
+        assert!(
+            elapsed >= Duration::from_millis(800),
+            "{:?} closed too early: {elapsed:?}",
+            String::from_utf8_lossy(sent)
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_websockets_at_the_grace_deadline() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let mut gw =
+        Gateway::start_with_server_keys(&static_config(upstream, ""), "shutdown_grace_secs = 1\n");
+    gw.wait_ready().await;
+    let host = format!(
+        "{}-{CID}.runtime.sandport.test:{}",
+        upstream.port(),
+        gw.addr.port()
+    );
+    let mut request = format!("ws://{}/__sandbox/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+    let started = Instant::now();
+    gw.signal("TERM");
+    // The tunnel keeps working during the grace period...
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("during"));
+    // ...and is cut at its end; the process then exits.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the tunnel outlived the drain");
+    let (_, status, stderr) = gw.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{stderr}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "drain took {took:?}"
+    );
+    assert!(stderr.contains("grace period over"), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_access_log_has_one_line_per_request() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let mut gw = Gateway::start(&static_config(upstream, "[log]\nformat = \"json\"\n"));
+    gw.wait_ready().await;
+    let host = format!("sandport.test:{}", gw.addr.port());
+    let target = format!("/runtime/{CID}/{}/logged", upstream.port());
+    let request =
+        crate::harness::get(&host, &target).header("authorization", format!("Bearer {TOKEN}"));
+    assert_eq!(
+        crate::harness::send(gw.addr, request).await.unwrap().status,
+        StatusCode::OK
+    );
+    gw.signal("TERM");
+    let (_, _, stderr) = gw.wait_exit(Duration::from_secs(10));
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["target"] == "sandport::access")
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let line = &lines[0];
+    assert_eq!(line["route"], "runtime_path");
+    assert_eq!(line["conversation"], CID);
+    assert_eq!(line["port"], upstream.port());
+    assert_eq!(line["upstream"], format!("127.0.0.1:{}", upstream.port()));
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["decision"], "forward");
+    assert_eq!(line["user"], "alice");
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(!stderr.contains(TOKEN), "the token reached the log");
+}
