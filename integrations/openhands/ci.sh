@@ -13,7 +13,8 @@
 #    nothing, `check` is clean;
 # 3. on a fresh copy with one critical anchor edited away, `apply` exits 1,
 #    names that patch and writes nothing;
-# 4. runs the pytest suite with the patched tree first on PYTHONPATH.
+# 4. type-checks the installed integration package (mypy --strict);
+# 5. runs the pytest suite with the patched tree first on PYTHONPATH.
 #
 # Environment: SANDPORT_CI_CACHE (default /var/cache/sandport-ci),
 # PYTHON312 (a python >= 3.12 to use), PIP_INDEX_URL etc. as usual.
@@ -63,18 +64,25 @@ mkdir -p "$cache"
 exec 9>"$cache/openhands-venv.lock"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
 
-stamp_want="openhands-ai==$pinned pytest"
+stamp_want="openhands-ai==$pinned"
+tools="pytest>=8,<10 mypy>=1.10"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.sandport-pin" 2>/dev/null)" != "$stamp_want" ] \
     || ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
     python=$(find_python) || die "no Python >= 3.12 found (install one, or set PYTHON312)"
     say "creating $venv with $python ($("$python" --version 2>&1)); installing openhands-ai==$pinned (takes minutes)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "openhands-ai==$pinned" "pytest>=8,<10" || die "pip install openhands-ai==$pinned"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openhands-ai==$pinned" \
+        || die "pip install openhands-ai==$pinned"
     echo "$stamp_want" > "$venv/.sandport-pin"
 else
     say "reusing $venv (openhands-ai==$pinned)"
+fi
+if [ "$(cat "$venv/.sandport-tools" 2>/dev/null)" != "$tools" ]; then
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $tools \
+        || die "pip install $tools"
+    echo "$tools" > "$venv/.sandport-tools"
 fi
 installed=$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("openhands-ai"))')
 [ "$installed" = "$pinned" ] || die "venv has openhands-ai $installed, manifest pins $pinned"
@@ -166,7 +174,14 @@ grep -q 'sandbox-labels' "$work/drift.err" || { cat "$work/drift.err" >&2; die "
 [ "$before" = "$after" ] || die "apply with a failed critical patch changed the tree"
 say "missing anchor: exit 1, names sandbox-labels, tree unchanged"
 
-# --- 4. pytest against the patched tree
+# --- 4. types of the integration package, as installed in the patched tree
+say "mypy --strict sandport_openhands"
+(cd "$tree" && MYPYPATH="$tree" python3 -m mypy --strict --follow-imports=silent \
+    --ignore-missing-imports --cache-dir "$cache/mypy-cache" -p sandport_openhands) \
+    > "$work/mypy.out" 2>&1 || { cat "$work/mypy.out" >&2; die "mypy"; }
+say "mypy: $(tail -1 "$work/mypy.out")"
+
+# --- 5. pytest against the patched tree
 say "pytest (patched tree first on PYTHONPATH)"
 set +e
 (cd "$here" && PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" \

@@ -31,7 +31,6 @@ from uuid import UUID
 from fastapi import Request
 from pydantic import ValidationError
 
-from openhands.agent_server.utils import utc_now
 from openhands.app_server.app_conversation.app_conversation_info_service import (
     AppConversationInfoService,
     AppConversationInfoServiceInjector,
@@ -367,9 +366,10 @@ class UserScopedAppConversationInfoService(AppConversationInfoService):
         if record is None:
             return False
         async with _lock_for(conversation_id.hex):
-            return await self._io(
+            deleted: bool = await self._io(
                 self.store.delete_tree, conversation_dir(record.owner, conversation_id)
             )
+        return deleted
 
     async def _update(self, conversation_id: UUID, change: Any) -> None:
         async with _lock_for(conversation_id.hex):
@@ -381,7 +381,7 @@ class UserScopedAppConversationInfoService(AppConversationInfoService):
                 )
                 return
             change(record)
-            record.info.updated_at = utc_now()
+            record.info.updated_at = datetime.now(UTC)
             record.info.sub_conversation_ids = []
             await self._write(record)
 

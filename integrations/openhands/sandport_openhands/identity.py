@@ -187,7 +187,7 @@ def load_verifier(dotted_path: str | None = None) -> IdentityVerifier:
     module_name, _, attr = path.rpartition('.')
     if not module_name:
         raise ValueError(f'SANDPORT_IDENTITY_VERIFIER={path!r} is not a dotted path')
-    verifier = getattr(importlib.import_module(module_name), attr)
+    verifier: IdentityVerifier = getattr(importlib.import_module(module_name), attr)
     if not callable(verifier):
         raise ValueError(f'{path} is not callable')
     return verifier

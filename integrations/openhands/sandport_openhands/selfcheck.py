@@ -31,7 +31,7 @@ def _check_auth() -> str | None:
     from sandport_openhands.auth import SandportUserAuth, configured_verifier
     from sandport_openhands.identity import TrustedHeaderPolicy, trusted_header_verifier
 
-    impl = get_impl(UserAuth, server_config.user_auth_class)
+    impl = get_impl(UserAuth, server_config.user_auth_class)  # type: ignore[type-abstract]
     if not issubclass(impl, SandportUserAuth):
         return f'user auth class is {server_config.user_auth_class}'
     verifier = configured_verifier()

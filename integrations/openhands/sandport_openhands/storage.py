@@ -187,7 +187,8 @@ class S3Store(UserDataStore):
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             with response['Body'] as body:
-                return body.read()
+                data: bytes = body.read()
+                return data
         except Exception as e:
             if self._code(e) in ('NoSuchKey', '404'):
                 raise RecordNotFound(key) from None

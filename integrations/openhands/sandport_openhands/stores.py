@@ -107,7 +107,7 @@ class SandportSettingsStore(FileSettingsStore):
         await super().store(settings)
 
     @classmethod
-    async def get_instance(cls, user_id: str | None) -> SandportSettingsStore:  # type: ignore[override]
+    async def get_instance(cls, user_id: str | None) -> SandportSettingsStore:
         uid = _checked_user_id(user_id)
         return cls(
             file_store=UserFiles(default_store(), uid),  # type: ignore[arg-type]
@@ -129,7 +129,7 @@ class SandportSecretsStore(FileSecretsStore):
             raise StorageError(f'secrets of user {self.user_id} unreadable: {e}') from e
 
     @classmethod
-    async def get_instance(cls, user_id: str | None) -> SandportSecretsStore:  # type: ignore[override]
+    async def get_instance(cls, user_id: str | None) -> SandportSecretsStore:
         uid = _checked_user_id(user_id)
         return cls(
             file_store=UserFiles(default_store(), uid),  # type: ignore[arg-type]
