@@ -165,6 +165,7 @@ fn bench_headers(c: &mut Criterion) {
         public_authority: "app.example.com",
         websocket: false,
         app_principal: None,
+        app_assertion: None,
     };
     let template = browser_headers();
     let mut group = c.benchmark_group("proxy::headers");

@@ -21,6 +21,8 @@ use crate::proxy::body::{full, Body};
 pub struct Admin {
     pub store: Arc<Store>,
     pub metrics: PrometheusHandle,
+    /// OIDC mode: not ready until the provider's keys are loaded.
+    pub jwks: Option<Arc<crate::identity::jwks::Jwks>>,
     pub draining: AtomicBool,
 }
 

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, Admin};
 use crate::config::{DiscoveryBackend, FileConfig, IdentityMode};
 use crate::discovery::{self, Store};
+use crate::identity::session::{CookiePolicy, SigningKey};
+use crate::identity::{jwks, jwt, oidc, provider};
 use crate::identity::{Authenticator, HeaderRule, Secret, TokenAuth, TOKEN_QUERY};
 use crate::proxy::{forward, Gateway};
 use crate::{metrics, routing, server};
@@ -31,6 +33,21 @@ pub async fn run(
         _ => None,
     };
     let authenticator = authenticator(&config)?;
+    let identity_cancel = CancellationToken::new();
+    let jwks = match &authenticator {
+        Authenticator::Oidc(oidc) => {
+            tokio::spawn(Arc::clone(&oidc.jwks).run(identity_cancel.clone()));
+            Some(Arc::clone(&oidc.jwks))
+        }
+        _ => None,
+    };
+    let assertion_key = config
+        .identity
+        .assertion_key_file
+        .as_deref()
+        .map(|path| read_secret("identity.assertion_key_file", path))
+        .transpose()?
+        .map(|secret| SigningKey::new(&Secret::new(secret)));
     let store = Arc::new(Store::new(Duration::from_secs(
         config.discovery.max_staleness_secs,
     )));
@@ -64,10 +81,12 @@ pub async fn run(
         tunnels: tokio_util::task::TaskTracker::new(),
         tunnel_cancel: CancellationToken::new(),
         rewrite: rewrite_config(&config),
+        assertion_key,
     });
     let admin = Arc::new(Admin {
         store: Arc::clone(&store),
         metrics: metrics_handle.clone(),
+        jwks,
         draining: false.into(),
     });
     let admin_stop = CancellationToken::new();
@@ -123,6 +142,7 @@ pub async fn run(
     signals.hard_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), gateway.tunnels.wait()).await;
     discovery_cancel.cancel();
+    identity_cancel.cancel();
     admin_stop.cancel();
     tracing::info!("stopped");
     Ok(())
@@ -188,6 +208,91 @@ pub fn authenticator(config: &FileConfig) -> anyhow::Result<Authenticator> {
                 .map(|path| read_secret("identity.shared_secret_file", path).map(Secret::new))
                 .transpose()?,
         }),
+        IdentityMode::Oidc => Authenticator::Oidc(Arc::new(oidc_mode(config)?)),
+    })
+}
+
+fn oidc_mode(config: &FileConfig) -> anyhow::Result<oidc::Oidc> {
+    let identity = &config.identity;
+    let issuer = identity.issuer.clone().unwrap_or_default();
+    let client_id = identity.client_id.clone().unwrap_or_default();
+    let secret_path = identity
+        .client_secret_file
+        .as_deref()
+        .unwrap_or(Path::new(""));
+    let client_secret = std::fs::read_to_string(secret_path)
+        .with_context(|| {
+            format!(
+                "identity.client_secret_file: cannot read {}",
+                secret_path.display()
+            )
+        })?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(
+        !client_secret.is_empty(),
+        "identity.client_secret_file: the file is empty"
+    );
+    let cognito = |path: &str| {
+        identity
+            .cognito_domain
+            .as_ref()
+            .map(|d| format!("https://{d}{path}"))
+    };
+    let provider = Arc::new(provider::Provider::new(provider::Config {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: Secret::new(client_secret),
+        jwks_uri: identity.jwks_uri.clone(),
+        authorization_endpoint: identity
+            .authorization_endpoint
+            .clone()
+            .or_else(|| cognito("/oauth2/authorize")),
+        token_endpoint: identity
+            .token_endpoint
+            .clone()
+            .or_else(|| cognito("/oauth2/token")),
+        end_session_endpoint: identity
+            .end_session_endpoint
+            .clone()
+            .or_else(|| cognito("/logout")),
+        timeout: Duration::from_secs(identity.provider_timeout_secs),
+    }));
+    let session_secret = match &identity.session_key_file {
+        Some(path) => Secret::new(read_secret("identity.session_key_file", path)?),
+        None => Secret::generate(),
+    };
+    let secure = config.external_scheme() == "https";
+    let same_site = match identity.cookie_same_site.as_str() {
+        "strict" => "Strict",
+        "none" => "None",
+        _ => "Lax",
+    };
+    Ok(oidc::Oidc {
+        jwks: Arc::new(jwks::Jwks::new(Arc::clone(&provider))),
+        provider,
+        rules: jwt::Rules {
+            issuer,
+            client_id,
+            token_use: identity.token_use.clone(),
+            clock_skew_secs: identity.clock_skew_secs,
+        },
+        scopes: identity.scopes.clone(),
+        session_key: SigningKey::new(&session_secret),
+        cookies: CookiePolicy {
+            secure,
+            same_site,
+            domain: identity.cookie_domain.clone(),
+        },
+        runtime_cookies: CookiePolicy {
+            secure,
+            // The app's pages call their runtimes cross-site: only SameSite=None cookies travel
+            // with those requests, and browsers accept None only with Secure.
+            same_site: if secure { "None" } else { "Lax" },
+            domain: None,
+        },
+        runtime_session_secs: identity.runtime_session_secs,
+        codes: std::sync::Mutex::default(),
     })
 }
 

@@ -22,6 +22,11 @@ pub enum ProxyError {
     Route(#[from] RouteError),
     #[error("authentication required")]
     Unauthenticated,
+    /// An API request to the app without a login: 401 JSON, never a redirect.
+    #[error("login required")]
+    LoginRequired,
+    #[error("cross-origin request refused: {0}")]
+    CrossOrigin(#[from] crate::proxy::edge::OriginRefused),
     #[error("no such sandport asset")]
     UnknownAsset,
     #[error("lookup failed for {conversation}: {error}")]
@@ -142,6 +147,18 @@ impl ProxyError {
                 "Not found".into(),
                 "unknown_asset",
                 false,
+            ),
+            ProxyError::LoginRequired => d(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"Authentication required"}"#.into(),
+                "login_required",
+                false,
+            ),
+            ProxyError::CrossOrigin(_) => d(
+                StatusCode::FORBIDDEN,
+                "Cross-origin request refused".into(),
+                "cross_origin",
+                true,
             ),
             ProxyError::Unauthenticated => d(
                 StatusCode::UNAUTHORIZED,
@@ -264,6 +281,14 @@ impl ProxyError {
         let mut extra: Vec<(&str, &str)> = vec![("cache-control", "no-store")];
         if decision.status == StatusCode::SERVICE_UNAVAILABLE {
             extra.push(("retry-after", "2"));
+        }
+        if matches!(self, ProxyError::LoginRequired) {
+            return response(
+                decision.status,
+                Some("application/json"),
+                decision.message.into(),
+                &extra,
+            );
         }
         response(
             decision.status,

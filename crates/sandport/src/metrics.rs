@@ -19,6 +19,8 @@ pub const DISCOVERY_RESYNCS: &str = "sandport_discovery_resyncs_total";
 pub const DOCKER_API_CALLS: &str = "sandport_docker_api_calls_total";
 /// HTML responses passed through without rewriting, by `reason`.
 pub const REWRITE_SKIPPED: &str = "sandport_rewrite_skipped_total";
+/// Failed JWKS fetches (the cached keys stay in use).
+pub const JWKS_FETCH_FAILURES: &str = "sandport_jwks_fetch_failures_total";
 /// WebSocket tunnels currently open.
 pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
 /// Client connections currently open.

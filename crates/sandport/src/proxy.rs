@@ -5,6 +5,7 @@
 //! learns nothing about which conversations exist; and nothing here calls Docker.
 
 pub mod body;
+pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod upgrade;
@@ -22,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::authz;
 use crate::discovery::{self, Store};
 use crate::error::{ProxyError, RequestKind, Upstream};
-use crate::identity::{Authentication, Authenticator, Principal, TOKEN_COOKIE};
+use crate::identity::{oidc, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
 use crate::metrics;
 use crate::rewrite;
 use crate::routing::{self, Target};
@@ -46,6 +47,8 @@ pub struct Gateway {
     /// Cancelled at the end of the drain: ends the tunnels still open.
     pub tunnel_cancel: CancellationToken,
     pub rewrite: rewrite::Config,
+    /// Signs the identity assertion sent to the app, when configured.
+    pub assertion_key: Option<crate::identity::session::SigningKey>,
 }
 
 /// What one request did, for its log line.
@@ -120,26 +123,54 @@ impl Gateway {
             routing::parse(&self.routing, &host.name, &path_and_query).inspect_err(|_| {
                 record.route = "runtime_path";
             })?;
-        if target == Target::App && path_and_query.starts_with(rewrite::ASSET_PREFIX) {
-            record.decision = "asset";
-            let path = path_and_query.split('?').next().unwrap_or_default();
-            return rewrite::asset(path).ok_or(ProxyError::UnknownAsset);
+        let on_runtime_host =
+            matches!(&target, Target::Runtime(t) if t.form == routing::Form::Host);
+        let app_origin = self.rewrite.app_origin(host.port);
+        if let Some(response) = self
+            .own_endpoint(&request, &target, &host, &path_and_query, &app_origin)
+            .await?
+        {
+            record.decision = "sandport_endpoint";
+            return Ok(response);
         }
+        let own_origin = format!("{}://{}", self.external_scheme, host.authority);
+        let allowed_origins: &[&str] = if on_runtime_host {
+            &[&app_origin, &own_origin]
+        } else {
+            &[&app_origin]
+        };
+        let websocket = headers::is_websocket_upgrade(request.headers());
+        edge::check_origin(
+            request.method(),
+            request.headers(),
+            websocket,
+            allowed_origins,
+            &self.routing.runtime_domain,
+        )?;
+        let host_kind = if on_runtime_host {
+            HostKind::Runtime(&host.name)
+        } else {
+            HostKind::App
+        };
         let method = request.method().clone();
-        let principal =
-            match self
-                .authenticator
-                .authenticate(request.headers(), &path_and_query, peer)
-            {
-                Authentication::TokenInQuery { location } => {
-                    record.decision = "token_redirect";
-                    return Ok(self.token_redirect(&location));
-                }
-                Authentication::Authenticated(principal) => Some(principal),
-                Authentication::Anonymous => None,
-            };
+        let (principal, refreshed) = match self
+            .authenticator
+            .authenticate(request.headers(), &path_and_query, peer, host_kind)
+            .await
+        {
+            Authentication::TokenInQuery { location } => {
+                record.decision = "token_redirect";
+                return Ok(self.token_redirect(&location));
+            }
+            Authentication::Authenticated(principal) => (Some(principal), Vec::new()),
+            Authentication::Refreshed {
+                principal,
+                set_cookies,
+            } => (Some(principal), set_cookies),
+            Authentication::Anonymous => (None, Vec::new()),
+        };
         record.user = principal.as_ref().map(|p| p.user_id.clone());
-        match target {
+        let response = match target {
             Target::Runtime(target) => {
                 record.route = match target.form {
                     routing::Form::Path => "runtime_path",
@@ -147,26 +178,43 @@ impl Gateway {
                 };
                 record.conversation = Some(target.conversation.to_string());
                 record.port = Some(target.port);
-                let principal = principal.ok_or(ProxyError::Unauthenticated)?;
+                let Some(principal) = principal else {
+                    return self
+                        .unauthenticated(
+                            &request,
+                            &host,
+                            &path_and_query,
+                            &app_origin,
+                            on_runtime_host,
+                        )
+                        .await;
+                };
                 let addr = self.resolve(&principal, &target)?;
                 record.upstream = Some(addr.to_string());
                 let uri = upstream_uri(&addr.to_string(), &target.upstream_target)?;
                 let upstream = Upstream::Sandbox(target.conversation.clone());
+                let request_headers = request.headers().clone();
                 let response = self
                     .forward(request, uri, &upstream, &host, peer, None)
                     .await?;
-                Ok(rewrite::shape_sandbox(
+                let mut response = rewrite::shape_sandbox(
                     &self.rewrite,
                     response,
                     &method,
                     target.form,
                     target.conversation,
                     host.port,
-                ))
+                );
+                if on_runtime_host {
+                    edge::allow_app_origin(&request_headers, response.headers_mut(), &app_origin);
+                }
+                response
             }
             Target::App => {
                 if principal.is_none() && self.authenticator.app_requires_principal() {
-                    return Err(ProxyError::Unauthenticated);
+                    return self
+                        .unauthenticated(&request, &host, &path_and_query, &app_origin, false)
+                        .await;
                 }
                 record.upstream = Some(self.app_authority.to_string());
                 let uri = upstream_uri(self.app_authority.as_str(), &path_and_query)?;
@@ -180,9 +228,150 @@ impl Gateway {
                         principal.as_ref(),
                     )
                     .await?;
-                Ok(rewrite::shape_app(&self.rewrite, response, &method))
+                rewrite::shape_app(&self.rewrite, response, &method)
             }
+        };
+        Ok(oidc::with_cookies(response, &refreshed))
+    }
+
+    /// sandport's own endpoints, answered before authentication: the browser script, OIDC
+    /// login endpoints and runtime-session hand-off, and CORS preflights to runtime hosts.
+    async fn own_endpoint(
+        &self,
+        request: &Request<Incoming>,
+        target: &Target,
+        host: &PublicHost,
+        path_and_query: &str,
+        app_origin: &str,
+    ) -> Result<Option<Response<Body>>, ProxyError> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let origin = format!("{}://{}", self.external_scheme, host.authority);
+        let oidc = match &self.authenticator {
+            Authenticator::Oidc(oidc) => Some(oidc.as_ref()),
+            _ => None,
+        };
+        match target {
+            Target::Runtime(runtime) if runtime.form == routing::Form::Host => {
+                if let Some(response) =
+                    edge::preflight(request.method(), request.headers(), app_origin)
+                {
+                    return Ok(Some(response));
+                }
+                match oidc {
+                    Some(oidc) if path == oidc::RUNTIME_SESSION_PATH => {
+                        Ok(Some(redeem_runtime_session(oidc, query, &host.name)))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Target::Runtime(_) => Ok(None),
+            Target::App => match (oidc, path) {
+                (Some(oidc), oidc::CALLBACK_PATH) => {
+                    Ok(Some(oidc.callback(&origin, query, request.headers()).await))
+                }
+                (Some(oidc), oidc::LOGOUT_PATH) => {
+                    Ok(Some(oidc.logout(&origin, request.headers()).await))
+                }
+                (Some(oidc), oidc::REFRESH_PATH) => Ok(Some(
+                    oidc.refresh_endpoint(request.method(), request.headers())
+                        .await,
+                )),
+                (Some(oidc), oidc::RUNTIME_AUTH_PATH) => self
+                    .start_runtime_session(oidc, request, &origin, path_and_query, query)
+                    .await
+                    .map(Some),
+                _ if path.starts_with(rewrite::ASSET_PREFIX) => rewrite::asset(path)
+                    .map(Some)
+                    .ok_or(ProxyError::UnknownAsset),
+                _ => Ok(None),
+            },
         }
+    }
+
+    /// On the app host: a logged-in owner gets a one-time code for the runtime host named in
+    /// `?host=`, and is sent back there to redeem it.
+    async fn start_runtime_session(
+        &self,
+        oidc: &oidc::Oidc,
+        request: &Request<Incoming>,
+        origin: &str,
+        path_and_query: &str,
+        query: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        let principal = match oidc.authenticate(request.headers()).await {
+            oidc::AppAuth::Authenticated { principal, .. } => principal,
+            oidc::AppAuth::Anonymous => {
+                return Ok(oidc.login_redirect(origin, path_and_query).await)
+            }
+        };
+        let params: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        let runtime_authority = params.get("host").map(String::as_str).unwrap_or_default();
+        let runtime_name = runtime_authority
+            .rsplit_once(':')
+            .map_or(runtime_authority, |(name, _)| name)
+            .to_ascii_lowercase();
+        let (conversation, port) =
+            routing::parse_runtime_host(&self.routing.runtime_domain, &runtime_name)
+                .ok_or(ProxyError::BadRequest("not a runtime host"))?;
+        let target = routing::RuntimeTarget {
+            form: routing::Form::Host,
+            conversation,
+            port,
+            upstream_target: "/".into(),
+        };
+        self.resolve(&principal, &target)?;
+        let code = oidc.issue_runtime_code(&principal, &runtime_name);
+        let return_to = oidc::safe_return_path(params.get("rd").map_or("/", String::as_str));
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", &code)
+            .append_pair("rd", return_to)
+            .finish();
+        let location = format!(
+            "{}://{runtime_authority}{}?{query}",
+            self.external_scheme,
+            oidc::RUNTIME_SESSION_PATH
+        );
+        Ok(oidc::redirect(&location, &[]))
+    }
+
+    /// No principal: browsers navigating are sent to log in (OIDC mode); everything else gets
+    /// 401 (JSON on the app host in OIDC mode, never a redirect it cannot follow).
+    async fn unauthenticated(
+        &self,
+        request: &Request<Incoming>,
+        host: &PublicHost,
+        path_and_query: &str,
+        app_origin: &str,
+        on_runtime_host: bool,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Authenticator::Oidc(oidc) = &self.authenticator else {
+            return Err(ProxyError::Unauthenticated);
+        };
+        let navigation = request.method() == http::Method::GET
+            && RequestKind::of(request.headers()).navigation
+            && !headers::is_websocket_upgrade(request.headers());
+        if !navigation {
+            return Err(if on_runtime_host {
+                ProxyError::Unauthenticated
+            } else {
+                ProxyError::LoginRequired
+            });
+        }
+        if on_runtime_host {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("host", &host.authority)
+                .append_pair("rd", path_and_query)
+                .finish();
+            let location = format!("{app_origin}{}?{query}", oidc::RUNTIME_AUTH_PATH);
+            return Ok(oidc::redirect(&location, &[]));
+        }
+        let origin = format!("{}://{}", self.external_scheme, host.authority);
+        Ok(oidc.login_redirect(&origin, path_and_query).await)
     }
 
     /// Looks up the sandbox, checks ownership and picks the container address and port.
@@ -226,6 +415,12 @@ impl Gateway {
         if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
             return Err(ProxyError::BodyTooLarge);
         }
+        let assertion =
+            app_principal
+                .zip(self.assertion_key.as_ref())
+                .and_then(|(principal, key)| {
+                    crate::identity::session::identity_assertion(key, principal, oidc::unix_now())
+                });
         let forwarding = Forwarding {
             peer,
             keep_forwarded_chain: self.authenticator.is_trusted_peer(peer),
@@ -233,6 +428,7 @@ impl Gateway {
             public_authority: &host.authority,
             websocket,
             app_principal,
+            app_assertion: assertion.as_deref(),
         };
         headers::prepare_upstream(&mut parts.headers, &forwarding, &self.authenticator);
         parts.uri = uri;
@@ -295,6 +491,27 @@ impl Gateway {
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
+    }
+}
+
+/// On a runtime host: redeems a one-time code into a runtime-session cookie.
+fn redeem_runtime_session(oidc: &oidc::Oidc, query: &str, host_name: &str) -> Response<Body> {
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    let principal = params
+        .get("code")
+        .and_then(|code| oidc.redeem_runtime_code(code, host_name));
+    let cookie = principal
+        .as_ref()
+        .and_then(|principal| oidc.runtime_session_cookie(principal, host_name));
+    match cookie {
+        Some(cookie) => {
+            let return_to = oidc::safe_return_path(params.get("rd").map_or("/", String::as_str));
+            oidc::redirect(return_to, &[cookie])
+        }
+        None => ProxyError::Unauthenticated.into_response(RequestKind::default()),
     }
 }
 

@@ -60,7 +60,8 @@ pub struct Config {
 }
 
 impl Config {
-    fn app_origin(&self, public_port: Option<u16>) -> String {
+    /// The app's origin as browsers see it.
+    pub fn app_origin(&self, public_port: Option<u16>) -> String {
         match public_port {
             Some(port) => format!("{}://{}:{port}", self.scheme, self.base_domain),
             None => format!("{}://{}", self.scheme, self.base_domain),

@@ -110,6 +110,7 @@ impl Default for AppSection {
 pub enum IdentityMode {
     Token,
     TrustedHeader,
+    Oidc,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -126,6 +127,32 @@ pub struct IdentitySection {
     pub trusted_proxies: Vec<IpNet>,
     /// Trusted-header mode: file holding the shared secret expected in `X-Origin-Verify`.
     pub shared_secret_file: Option<PathBuf>,
+    /// OIDC mode: the provider's issuer URL (exact `iss`).
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    /// OIDC mode: file holding the client secret (never the secret itself in this file).
+    pub client_secret_file: Option<PathBuf>,
+    /// OIDC mode: endpoint overrides; by default from the issuer's discovery document.
+    pub jwks_uri: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    /// OIDC mode: Amazon Cognito hosted-UI domain; sets the three endpoints above.
+    pub cognito_domain: Option<String>,
+    pub scopes: String,
+    /// OIDC mode: required `token_use` claim value when present; empty disables the check.
+    pub token_use: String,
+    pub clock_skew_secs: u64,
+    /// OIDC mode: compatibility — scope the platform cookies to this parent domain.
+    pub cookie_domain: Option<String>,
+    /// OIDC mode: `lax`, `strict` or `none` (https only).
+    pub cookie_same_site: String,
+    /// OIDC mode: key signing login state and runtime sessions; random per process if unset.
+    pub session_key_file: Option<PathBuf>,
+    pub runtime_session_secs: u64,
+    pub provider_timeout_secs: u64,
+    /// Any mode: key shared with the app for the `X-Sandport-Identity` assertion.
+    pub assertion_key_file: Option<PathBuf>,
 }
 
 impl Default for IdentitySection {
@@ -137,6 +164,23 @@ impl Default for IdentitySection {
             token_file: None,
             trusted_proxies: Vec::new(),
             shared_secret_file: None,
+            issuer: None,
+            client_id: None,
+            client_secret_file: None,
+            jwks_uri: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            end_session_endpoint: None,
+            cognito_domain: None,
+            scopes: "openid email profile".into(),
+            token_use: "id".into(),
+            clock_skew_secs: 60,
+            cookie_domain: None,
+            cookie_same_site: "lax".into(),
+            session_key_file: None,
+            runtime_session_secs: 12 * 3600,
+            provider_timeout_secs: 5,
+            assertion_key_file: None,
         }
     }
 }
@@ -317,10 +361,77 @@ impl FileConfig {
                 ));
             }
         }
+        if identity.mode == IdentityMode::Oidc {
+            self.validate_oidc()?;
+        }
         if identity.mode == IdentityMode::TrustedHeader && identity.trusted_proxies.is_empty() {
             return Err(invalid(
                 "identity.trusted_proxies",
                 "trusted_header mode needs at least one trusted proxy CIDR",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_oidc(&self) -> Result<(), ConfigError> {
+        let identity = &self.identity;
+        let issuer = identity
+            .issuer
+            .as_deref()
+            .ok_or_else(|| invalid("identity.issuer", "oidc mode needs the issuer URL"))?;
+        validate_provider_url("identity.issuer", issuer)?;
+        for (key, value) in [
+            ("identity.jwks_uri", &identity.jwks_uri),
+            (
+                "identity.authorization_endpoint",
+                &identity.authorization_endpoint,
+            ),
+            ("identity.token_endpoint", &identity.token_endpoint),
+            (
+                "identity.end_session_endpoint",
+                &identity.end_session_endpoint,
+            ),
+        ] {
+            if let Some(url) = value {
+                validate_provider_url(key, url)?;
+            }
+        }
+        if identity.client_id.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "identity.client_id",
+                "oidc mode needs the client id",
+            ));
+        }
+        if identity.client_secret_file.is_none() {
+            return Err(invalid(
+                "identity.client_secret_file",
+                "oidc mode needs a file holding the client secret",
+            ));
+        }
+        if let Some(domain) = &identity.cognito_domain {
+            validate_domain("identity.cognito_domain", domain)?;
+        }
+        if let Some(domain) = &identity.cookie_domain {
+            validate_domain("identity.cookie_domain", domain.trim_start_matches('.'))?;
+        }
+        match identity.cookie_same_site.as_str() {
+            "lax" | "strict" => {}
+            "none" if self.external_scheme() == "https" => {}
+            "none" => {
+                return Err(invalid(
+                    "identity.cookie_same_site",
+                    "none needs https (server.external_scheme)",
+                ))
+            }
+            _ => return Err(invalid("identity.cookie_same_site", "lax, strict or none")),
+        }
+        if identity.clock_skew_secs > 300 {
+            return Err(invalid("identity.clock_skew_secs", "at most 300"));
+        }
+        if identity.runtime_session_secs == 0 || identity.provider_timeout_secs == 0 {
+            return Err(invalid(
+                "identity.runtime_session_secs",
+                "durations must be positive",
             ));
         }
         Ok(())
@@ -420,6 +531,27 @@ impl FileConfig {
             None if self.server.tls_cert.is_some() => "https",
             None => "http",
         }
+    }
+}
+
+/// Provider URLs are https; plain http is accepted only on loopback (tests, local providers).
+fn validate_provider_url(key: &'static str, url: &str) -> Result<(), ConfigError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| invalid(key, format!("{url:?} is not a URL")))?;
+    let host = uri.host().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(invalid(
+            key,
+            "must be an https:// URL (http only on loopback)",
+        )),
     }
 }
 

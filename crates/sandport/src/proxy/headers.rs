@@ -38,6 +38,8 @@ pub struct Forwarding<'a> {
     pub websocket: bool,
     /// Set for the app upstream only: the identity it receives.
     pub app_principal: Option<&'a Principal>,
+    /// Set for the app upstream only: the signed identity assertion.
+    pub app_assertion: Option<&'a str>,
 }
 
 /// Rewrites client request headers into upstream request headers.
@@ -59,6 +61,9 @@ pub fn prepare_upstream(
     set_forwarded(headers, forwarding);
     if let Some(principal) = forwarding.app_principal {
         set_identity(headers, principal);
+    }
+    if let Some(assertion) = forwarding.app_assertion {
+        insert_text(headers, identity::ASSERTION_HEADER, assertion);
     }
 }
 
@@ -120,7 +125,10 @@ fn strip_identity(headers: &mut HeaderMap, auth: &Authenticator) {
         headers.remove(name);
     }
     headers.remove(identity::ORIGIN_VERIFY_HEADER);
-    identity::remove_cookie(headers, identity::TOKEN_COOKIE);
+    headers.remove(identity::ASSERTION_HEADER);
+    for cookie in identity::OWN_COOKIES {
+        identity::remove_cookie(headers, cookie);
+    }
     let own_authorization = headers
         .get_all(header::AUTHORIZATION)
         .iter()

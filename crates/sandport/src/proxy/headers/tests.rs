@@ -29,6 +29,7 @@ fn forwarding(websocket: bool) -> Forwarding<'static> {
         public_authority: "5000-x.runtime.example.com",
         websocket,
         app_principal: None,
+        app_assertion: None,
     }
 }
 
@@ -48,7 +49,15 @@ fn identity_and_hop_by_hop_never_reach_a_sandbox() {
         ("x-cognito-anything", "x"),
         ("x-origin-verify", "edge-secret"),
         ("authorization", &format!("Bearer {TOKEN}")),
-        ("cookie", &format!("app=1; sandport_token={TOKEN}")),
+        (
+            "cookie",
+            &format!("app=1; sandport_token={TOKEN}; id_token=a.b.c"),
+        ),
+        (
+            "cookie",
+            "refresh_token=r; sandport_runtime=s; sandport_login=l",
+        ),
+        ("x-sandport-identity", "forged"),
         ("connection", "keep-alive, x-secret-hop"),
         ("x-secret-hop", "1"),
         ("keep-alive", "timeout=5"),
@@ -64,6 +73,7 @@ fn identity_and_hop_by_hop_never_reach_a_sandbox() {
         "x-cognito-email",
         "x-cognito-anything",
         "x-origin-verify",
+        "x-sandport-identity",
         "authorization",
         "connection",
         "x-secret-hop",

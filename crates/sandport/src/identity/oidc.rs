@@ -1,0 +1,555 @@
+//! OIDC mode: login with the authorization-code flow and PKCE, ID-token cookies verified on
+//! every request (with inline refresh), logout, and per-runtime sessions.
+//!
+//! The platform tokens (`id_token`, `refresh_token`) live in host-only cookies on the app host
+//! by default. Runtime hosts never receive them: a browser arriving at a runtime host without a
+//! runtime session is sent to the app host, which (for a logged-in owner) sends it back with a
+//! one-time code, exchanged for a short-lived cookie valid on that runtime host only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::jwks::Jwks;
+use super::jwt::{self, Rules, TokenError, Verified};
+use super::provider::{FetchError, Provider};
+use super::session::{pkce_challenge, random_token, CookiePolicy, SigningKey};
+use super::{cookie_values, Principal};
+use crate::proxy::body::{full, Body};
+
+pub const ID_TOKEN_COOKIE: &str = "id_token";
+pub const REFRESH_TOKEN_COOKIE: &str = "refresh_token";
+pub const LOGIN_COOKIE: &str = "sandport_login";
+pub const RUNTIME_COOKIE: &str = "sandport_runtime";
+pub const CALLBACK_PATH: &str = "/_callback";
+pub const LOGOUT_PATH: &str = "/_logout";
+pub const REFRESH_PATH: &str = "/_token/refresh";
+/// On the app host: start a runtime session (`?host=…&rd=…`).
+pub const RUNTIME_AUTH_PATH: &str = "/_sandport/runtime-auth";
+/// On a runtime host: redeem a one-time code (`?code=…&rd=…`).
+pub const RUNTIME_SESSION_PATH: &str = "/_sandport/runtime-session";
+
+const LOGIN_TTL_SECS: u64 = 600;
+const CODE_TTL: Duration = Duration::from_secs(30);
+const ID_COOKIE_MAX_AGE: u64 = 86_400;
+const REFRESH_COOKIE_MAX_AGE: u64 = 30 * 86_400;
+/// Outstanding one-time codes kept at most (older ones are dropped first).
+const MAX_PENDING_CODES: usize = 10_000;
+
+/// OIDC settings and state.
+#[derive(Debug)]
+pub struct Oidc {
+    pub provider: Arc<Provider>,
+    pub jwks: Arc<Jwks>,
+    pub rules: Rules,
+    pub scopes: String,
+    /// Signs login state and runtime sessions.
+    pub session_key: SigningKey,
+    /// Platform cookies (`id_token`, `refresh_token`, the login cookie).
+    pub cookies: CookiePolicy,
+    /// Runtime-session cookies: host-only, and `SameSite=None` over https so the app's pages
+    /// may call their runtimes.
+    pub runtime_cookies: CookiePolicy,
+    pub runtime_session_secs: u64,
+    pub codes: Mutex<HashMap<String, PendingCode>>,
+}
+
+/// A one-time code waiting to be redeemed on one runtime host.
+#[derive(Debug)]
+pub struct PendingCode {
+    host: String,
+    principal: Principal,
+    issued: Instant,
+}
+
+/// The outcome of authenticating a request on the app host.
+#[derive(Debug)]
+pub enum AppAuth {
+    /// `set_cookies` carries refreshed platform cookies to add to the response.
+    Authenticated {
+        principal: Principal,
+        set_cookies: Vec<String>,
+    },
+    Anonymous,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginState {
+    /// Nonce, also in the login cookie and the ID token.
+    n: String,
+    /// Where to return after login (a same-origin path).
+    r: String,
+    exp: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RuntimeSession {
+    sub: String,
+    email: Option<String>,
+    host: String,
+    exp: u64,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+impl Oidc {
+    /// Tries every `id_token` cookie in order, then `Authorization: Bearer`; when none verifies
+    /// and a refresh token is present, refreshes inline.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> AppAuth {
+        let now = unix_now();
+        let bearers = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .filter_map(|value| value.strip_prefix("Bearer ").map(str::trim));
+        for token in cookie_values(headers, ID_TOKEN_COOKIE).chain(bearers) {
+            match self.verify(token, now).await {
+                Ok(verified) => {
+                    return AppAuth::Authenticated {
+                        principal: verified.principal,
+                        set_cookies: Vec::new(),
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "ID token refused"),
+            }
+        }
+        if let Some(refresh_token) = cookie_values(headers, REFRESH_TOKEN_COOKIE).next() {
+            if let Ok((verified, set_cookies)) = self.refresh_tokens(refresh_token, now).await {
+                return AppAuth::Authenticated {
+                    principal: verified.principal,
+                    set_cookies,
+                };
+            }
+        }
+        AppAuth::Anonymous
+    }
+
+    async fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
+        match jwt::verify(token, &self.jwks.keys(), &self.rules, now) {
+            Err(TokenError::UnknownKey) => {
+                let keys = self.jwks.refetch_for_unknown_key().await;
+                jwt::verify(token, &keys, &self.rules, now)
+            }
+            other => other,
+        }
+    }
+
+    async fn refresh_tokens(
+        &self,
+        refresh_token: &str,
+        now: u64,
+    ) -> Result<(Verified, Vec<String>), RefreshError> {
+        let tokens = self.provider.refresh(refresh_token).await?;
+        let id_token = tokens.id_token.ok_or(RefreshError::NoIdToken)?;
+        let verified = self
+            .verify(&id_token, now)
+            .await
+            .map_err(RefreshError::Verification)?;
+        let mut cookies = vec![self.cookies.set_cookie(
+            ID_TOKEN_COOKIE,
+            &id_token,
+            Some(ID_COOKIE_MAX_AGE),
+            false,
+        )];
+        if let Some(rotated) = tokens.refresh_token.filter(|t| t != refresh_token) {
+            cookies.push(self.cookies.set_cookie(
+                REFRESH_TOKEN_COOKIE,
+                &rotated,
+                Some(REFRESH_COOKIE_MAX_AGE),
+                false,
+            ));
+        }
+        Ok((verified, cookies))
+    }
+
+    /// Whether an `Authorization` value carries a token of this provider (never forwarded).
+    pub fn is_own_authorization(&self, value: &HeaderValue) -> bool {
+        let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        unverified_issuer(token.trim()).is_some_and(|iss| iss == self.rules.issuer)
+    }
+
+    /// Sends a browser to the provider's login page; it comes back to `/_callback` on
+    /// `origin` and then to `return_to`.
+    pub async fn login_redirect(&self, origin: &str, return_to: &str) -> Response<Body> {
+        let endpoints = match self.provider.endpoints().await {
+            Ok(endpoints) => endpoints,
+            Err(error) => {
+                tracing::warn!(%error, "OpenID provider unavailable");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Login is unavailable right now\n",
+                );
+            }
+        };
+        let nonce = random_token();
+        let verifier = random_token();
+        let state = self.session_key.sign(&LoginState {
+            n: nonce.clone(),
+            r: safe_return_path(return_to).to_owned(),
+            exp: unix_now() + LOGIN_TTL_SECS,
+        });
+        let Some(state) = state else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "Login failed\n");
+        };
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.rules.client_id)
+            .append_pair("redirect_uri", &format!("{origin}{CALLBACK_PATH}"))
+            .append_pair("scope", &self.scopes)
+            .append_pair("state", &state)
+            .append_pair("code_challenge", &pkce_challenge(&verifier))
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("nonce", &nonce)
+            .finish();
+        let separator = if endpoints.authorization.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let location = format!("{}{separator}{query}", endpoints.authorization);
+        let login_cookie = self.cookies.set_cookie(
+            LOGIN_COOKIE,
+            &format!("{nonce}.{verifier}"),
+            Some(LOGIN_TTL_SECS),
+            true,
+        );
+        redirect(&location, &[login_cookie])
+    }
+
+    /// `/_callback`: checks the state against the login cookie, exchanges the code, verifies
+    /// the ID token and its nonce, sets the platform cookies and returns to a same-origin path.
+    pub async fn callback(&self, origin: &str, query: &str, headers: &HeaderMap) -> Response<Body> {
+        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let Some(code) = params.get("code") else {
+            return text(StatusCode::BAD_REQUEST, "Missing authorization code\n");
+        };
+        let state = params
+            .get("state")
+            .and_then(|state| self.session_key.verify::<LoginState>(state));
+        let login = cookie_values(headers, LOGIN_COOKIE)
+            .find_map(|value| value.split_once('.'))
+            .filter(|(nonce, _)| state.as_ref().is_some_and(|s| s.n == *nonce));
+        let (Some(state), Some((nonce, verifier))) = (state, login) else {
+            return text(StatusCode::BAD_REQUEST, "Invalid or expired login state\n");
+        };
+        let redirect_uri = format!("{origin}{CALLBACK_PATH}");
+        let tokens = match self
+            .provider
+            .exchange_code(code, &redirect_uri, verifier)
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(error) => {
+                tracing::warn!(%error, "code exchange failed");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
+            }
+        };
+        let Some(id_token) = tokens.id_token else {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
+        };
+        match self.verify(&id_token, unix_now()).await {
+            Ok(verified) if verified.nonce.as_deref() == Some(nonce) => {}
+            Ok(_) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Token verification failed\n",
+                )
+            }
+            Err(error) => {
+                tracing::warn!(%error, "ID token from the code exchange refused");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Token verification failed\n",
+                );
+            }
+        }
+        let mut cookies = vec![
+            self.cookies
+                .set_cookie(ID_TOKEN_COOKIE, &id_token, Some(ID_COOKIE_MAX_AGE), false),
+            self.cookies.set_cookie(LOGIN_COOKIE, "", Some(0), true),
+        ];
+        if let Some(refresh_token) = tokens.refresh_token {
+            cookies.push(self.cookies.set_cookie(
+                REFRESH_TOKEN_COOKIE,
+                &refresh_token,
+                Some(REFRESH_COOKIE_MAX_AGE),
+                false,
+            ));
+        }
+        redirect(safe_return_path(&state.r), &cookies)
+    }
+
+    /// `/_logout`: clears the platform cookies and goes to the provider's logout page. Only a
+    /// same-origin request (or one the user typed) may log out, so other sites cannot.
+    pub async fn logout(&self, origin: &str, headers: &HeaderMap) -> Response<Body> {
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let same_origin_post = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|o| o == origin);
+        if !(matches!(fetch_site, Some("same-origin" | "none")) || same_origin_post) {
+            return text(StatusCode::FORBIDDEN, "Logout must come from this site\n");
+        }
+        let cookies = [
+            self.cookies.set_cookie(ID_TOKEN_COOKIE, "", Some(0), false),
+            self.cookies
+                .set_cookie(REFRESH_TOKEN_COOKIE, "", Some(0), false),
+        ];
+        let location = match self
+            .provider
+            .endpoints()
+            .await
+            .ok()
+            .and_then(|e| e.end_session.clone())
+        {
+            Some(end_session) => {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("client_id", &self.rules.client_id)
+                    .append_pair("logout_uri", &format!("{origin}/"))
+                    .finish();
+                let separator = if end_session.contains('?') { '&' } else { '?' };
+                format!("{end_session}{separator}{query}")
+            }
+            None => "/".to_owned(),
+        };
+        redirect(&location, &cookies)
+    }
+
+    /// `/_token/refresh` (POST): the previous edge's JSON contract.
+    pub async fn refresh_endpoint(&self, method: &Method, headers: &HeaderMap) -> Response<Body> {
+        if method != Method::POST {
+            let mut response = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"Method not allowed"}"#,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let Some(refresh_token) = cookie_values(headers, REFRESH_TOKEN_COOKIE).next() else {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"No refresh token available"}"#,
+            );
+        };
+        match self.refresh_tokens(refresh_token, unix_now()).await {
+            Ok((_, cookies)) => {
+                let body = format!(r#"{{"success":true,"expiresIn":{ID_COOKIE_MAX_AGE}}}"#);
+                with_cookies(json(StatusCode::OK, &body), &cookies)
+            }
+            Err(RefreshError::Provider(FetchError::Refused { error, description })) => {
+                let details = serde_json::Value::String(description.unwrap_or(error));
+                let body = format!(r#"{{"error":"Token refresh failed","details":{details}}}"#);
+                let cleared = [
+                    self.cookies.set_cookie(ID_TOKEN_COOKIE, "", Some(0), false),
+                    self.cookies
+                        .set_cookie(REFRESH_TOKEN_COOKIE, "", Some(0), false),
+                ];
+                with_cookies(json(StatusCode::UNAUTHORIZED, &body), &cleared)
+            }
+            Err(RefreshError::NoIdToken) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":"No id_token in refresh response"}"#,
+            ),
+            Err(RefreshError::Verification(_)) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":"Token verification failed after refresh"}"#,
+            ),
+            Err(RefreshError::Provider(_)) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":"Token refresh failed"}"#,
+            ),
+        }
+    }
+
+    /// Issues a one-time code for `principal` to start a session on `runtime_host`.
+    pub fn issue_runtime_code(&self, principal: &Principal, runtime_host: &str) -> String {
+        let code = random_token();
+        let mut codes = self.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        codes.retain(|_, pending| pending.issued.elapsed() < CODE_TTL);
+        if codes.len() >= MAX_PENDING_CODES {
+            codes.clear();
+        }
+        codes.insert(
+            code.clone(),
+            PendingCode {
+                host: runtime_host.to_owned(),
+                principal: principal.clone(),
+                issued: Instant::now(),
+            },
+        );
+        code
+    }
+
+    /// Redeems a code on `host`: once, within its lifetime, on the host it was issued for.
+    pub fn redeem_runtime_code(&self, code: &str, host: &str) -> Option<Principal> {
+        let pending = self
+            .codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(code)?;
+        (pending.host == host && pending.issued.elapsed() < CODE_TTL).then_some(pending.principal)
+    }
+
+    /// The `Set-Cookie` of a runtime session for `principal` on `host`.
+    pub fn runtime_session_cookie(&self, principal: &Principal, host: &str) -> Option<String> {
+        let token = self.session_key.sign(&RuntimeSession {
+            sub: principal.user_id.clone(),
+            email: principal.email.clone(),
+            host: host.to_owned(),
+            exp: unix_now() + self.runtime_session_secs,
+        })?;
+        Some(self.runtime_cookies.set_cookie(
+            RUNTIME_COOKIE,
+            &token,
+            Some(self.runtime_session_secs),
+            true,
+        ))
+    }
+
+    /// The principal of a runtime session cookie valid for `host`.
+    pub fn authenticate_runtime(&self, headers: &HeaderMap, host: &str) -> Option<Principal> {
+        cookie_values(headers, RUNTIME_COOKIE).find_map(|token| {
+            let session = self.session_key.verify::<RuntimeSession>(token)?;
+            (session.host == host).then_some(Principal {
+                user_id: session.sub,
+                email: session.email,
+                email_verified: None,
+            })
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error(transparent)]
+    Provider(#[from] FetchError),
+    #[error("no id_token in the refresh answer")]
+    NoIdToken,
+    #[error("refreshed token refused: {0}")]
+    Verification(TokenError),
+}
+
+/// A return path that stays on this origin: one leading `/`, never `//` or `/\`, no control
+/// characters. Anything else returns to `/`.
+pub fn safe_return_path(path: &str) -> &str {
+    let safe = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.starts_with("/\\")
+        && !path.chars().any(|c| c.is_control() || c == '\\');
+    if safe {
+        path
+    } else {
+        "/"
+    }
+}
+
+/// The `iss` claim of a token, without verifying it (only to recognise our own tokens).
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    if token.len() > jwt::MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json(status: StatusCode, body: &str) -> Response<Body> {
+    let mut response = Response::new(full(body.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A 302 to `location` that sets `cookies`.
+pub fn redirect(location: &str, cookies: &[String]) -> Response<Body> {
+    let mut response = Response::new(full(""));
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    with_cookies(response, cookies)
+}
+
+/// Appends `Set-Cookie` headers.
+pub fn with_cookies(mut response: Response<Body>, cookies: &[String]) -> Response<Body> {
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_stay_on_this_origin() {
+        for (input, expected) in [
+            ("/conversations/1?x=2", "/conversations/1?x=2"),
+            ("/", "/"),
+            ("//evil.example", "/"),
+            ("/\\evil.example", "/"),
+            ("https://evil.example/", "/"),
+            ("evil", "/"),
+            ("", "/"),
+            ("/a\r\nSet-Cookie: x=1", "/"),
+            ("/a\\b", "/"),
+        ] {
+            assert_eq!(safe_return_path(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn issuers_are_read_without_trusting_the_token() {
+        use base64::Engine as _;
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp"}"#);
+        assert_eq!(
+            unverified_issuer(&format!("x.{payload}.y")).as_deref(),
+            Some("https://idp")
+        );
+        assert_eq!(unverified_issuer("garbage"), None);
+    }
+}
