@@ -4,6 +4,9 @@
 //!   `sandbox-server`), also servable in-process.
 //! - [`docker`]: fixtures for tests against the real Docker Engine (image, network, container,
 //!   readiness, sweeping).
+//! - [`oidc`]: an in-process OpenID Connect provider shaped like Amazon Cognito (keys, JWKS,
+//!   discovery, code flow with PKCE, refresh, logout) with knobs and hostile-token minting.
 
 pub mod docker;
+pub mod oidc;
 pub mod sandbox_server;
