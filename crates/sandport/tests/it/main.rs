@@ -15,6 +15,8 @@ mod docker_lifecycle;
 mod docker_live;
 /// The listener: TLS, slow clients, the drain with open tunnels, access logs.
 mod listener;
+/// OIDC mode: login, refresh, logout, JWKS, hostile tokens, runtime sessions, browser guards.
+mod oidc;
 /// Response shaping: sandbox headers and cookies, script injection, compressed pages.
 mod shaping;
 /// The static backend, without Docker: routing, identity, streaming, limits, listeners.
