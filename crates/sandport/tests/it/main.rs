@@ -7,6 +7,8 @@
 /// Launching the gateway binary and talking HTTP to it.
 mod harness;
 
+/// A real browser: headless Chromium on a conversation page reaching its sandbox container.
+mod browser;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.
