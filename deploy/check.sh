@@ -11,8 +11,9 @@
 #   virtualenv integrations/openhands/ci.sh maintains), patches, passes the
 #   self-check and execs the command; on a tree with a critical anchor edited
 #   away it exits 1 without starting the command;
-# * with --image: builds the sandport image (FROM scratch) and checks that it
-#   answers /health.
+# * with --image: builds the sandport image (FROM scratch) from the static
+#   binary (target/x86_64-unknown-linux-gnu/release/sandport, or SANDPORT_BINARY)
+#   and checks that it answers /health.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -31,7 +31,10 @@ die() { printf 'openhands ci: FAILED: %s\n' "$*" >&2; exit 1; }
 
 bin=${1:-${SANDPORT_BIN:-}}
 [ -n "$bin" ] || die "usage: $0 SANDPORT_BIN (or set SANDPORT_BIN)"
-[ -x "$bin" ] || bin=$(command -v "$bin" 2>/dev/null) || die "not executable: ${1:-$SANDPORT_BIN}"
+case $bin in
+*/*) [ -x "$bin" ] || die "not executable: $bin"; bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin") ;;
+*) bin=$(command -v "$bin" 2>/dev/null) || die "not found: ${1:-$SANDPORT_BIN}" ;;
+esac
 if "$bin" patch --help >/dev/null 2>&1; then
     patch_cmd=("$bin" patch)
 else
