@@ -47,11 +47,16 @@ pinned=$(sed -n 's/^upstream = "openhands-ai \([0-9][^ "]*\).*/\1/p' "$manifest"
 
 # --- Python >= 3.12 (the default python3 may be 3.11, which silently gets an old release)
 find_python() {
-    local candidates=("${PYTHON312:-}" python3.13 python3.12)
+    # 3.12 first: the release the manifest is tested with
+    local candidates=("${PYTHON312:-}" python3.12)
+    local pyenv_root=
     if command -v pyenv >/dev/null 2>&1; then
-        candidates+=("$(pyenv root)"/versions/3.1[2-9]*/bin/python3)
+        pyenv_root=$(pyenv root)
+        candidates+=("$pyenv_root"/versions/3.12*/bin/python3)
     fi
-    candidates+=(/usr/local/bin/python3.12 /usr/bin/python3.12 python3)
+    candidates+=(/usr/local/bin/python3.12 /usr/bin/python3.12 python3.13)
+    [ -z "$pyenv_root" ] || candidates+=("$pyenv_root"/versions/3.13*/bin/python3)
+    candidates+=(python3)
     local c
     for c in "${candidates[@]}"; do
         [ -n "$c" ] || continue
