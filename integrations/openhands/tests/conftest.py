@@ -7,13 +7,16 @@ here, before anything imports openhands: upstream reads it at import time.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 _STATE = Path(tempfile.mkdtemp(prefix='sandport-openhands-tests-'))
+atexit.register(shutil.rmtree, _STATE, True)
 _SECRET_FILE = _STATE / 'proxy-secret'
 _SECRET_FILE.write_text('test-proxy-secret-0123456789abcdef\n')
 PROXY_SECRET = 'test-proxy-secret-0123456789abcdef'
