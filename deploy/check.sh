@@ -92,14 +92,14 @@ cp -a "$site/openhands" "$work/ok/"
 cp -a "$site/openhands" "$work/drift/"
 sed -i "s/'sandbox_spec_id': sandbox_spec.id,/'sandbox_spec': sandbox_spec.id,/" \
     "$work/drift/openhands/app_server/sandbox/docker_sandbox_service.py"
-printf 'sandport-deploy-check-proxy-secret\n' > "$work/proxy-secret"
+printf 'sandport-deploy-check-assertion-key\n' > "$work/assertion-key"
 
 run_entrypoint() { # root marker
     env -i PATH="$work/bin:$venv/bin:/usr/bin:/bin" HOME="$work" \
         SANDPORT_MANIFEST="$repo/integrations/openhands/patches.toml" \
         SANDPORT_PATCH_ROOT="$1" SANDPORT_PYTHON="$venv/bin/python" \
         UPSTREAM_ENTRYPOINT=/nonexistent \
-        SANDPORT_PROXY_SECRET_FILE="$work/proxy-secret" \
+        SANDPORT_ASSERTION_KEY_FILE="$work/assertion-key" SANDPORT_TRUSTED_PROXIES=172.28.0.2/32 \
         OH_PERSISTENCE_DIR="$work/persistence" SANDPORT_USER_DATA="$work/user-data" \
         OPENHANDS_SUPPRESS_BANNER=1 LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONDONTWRITEBYTECODE=1 \
         "$repo/deploy/openhands-entrypoint.sh" touch "$2"
@@ -127,9 +127,11 @@ if [ "$image" = --image ]; then
     mkdir -p "$work/etc"
     sed -e 's/^listen = "172.27.0.2:9090"/listen = "0.0.0.0:9090"/' \
         -e 's#^shared_secret_file = .*#shared_secret_file = "/etc/sandport/origin-verify"#' \
+        -e 's#^assertion_key_file = .*#assertion_key_file = "/etc/sandport/app-assertion-key"#' \
         -e 's#^docker_socket = .*#docker_socket = "/nonexistent.sock"#' \
         "$repo/deploy/sandport.toml" > "$work/etc/sandport.toml"
     printf 'sandport-deploy-check-origin-secret\n' > "$work/etc/origin-verify"
+    printf 'sandport-deploy-check-assertion-key\n' > "$work/etc/app-assertion-key"
     chmod 0644 "$work/etc/"*
     chmod 0755 "$work/etc"
     container=$(docker run -d -p 127.0.0.1::9090 -v "$work/etc:/etc/sandport:ro" "$tag")

@@ -3,24 +3,22 @@
 The app believes an identity only when a verifier vouches for it. A verifier
 is one async function ``(request) -> VerifiedIdentity`` that raises
 ``IdentityRejected`` when the request carries no identity or one it cannot
-trust. Today's verifier reads the ``X-Cognito-User-Id`` header that sandport
-sets, and accepts it only from sandport (peer address and/or shared secret).
-A verifier for sandport's signed identity assertion replaces it by setting
-``SANDPORT_IDENTITY_VERIFIER`` to its dotted path; nothing else changes.
+trust. Two are provided:
 
-Environment:
+``signed_assertion_verifier`` (used when ``SANDPORT_ASSERTION_KEY_FILE`` is set)
+    sandport's identity assertion in ``X-Sandport-Identity``: an HS256 JWT
+    (``iss`` = ``sandport``, ``aud`` = ``app``, ``sub``, ``email``, ``iat``,
+    ``exp`` a minute later) signed with the key in that file, which sandport
+    reads from ``[identity] assertion_key_file``. Sandboxes never see the key.
+``trusted_header_verifier`` (otherwise)
+    the ``X-Cognito-User-Id`` header sandport sets, believed only from
+    sandport: its peer address (``SANDPORT_TRUSTED_PROXIES``) and/or a shared
+    secret it sends (``SANDPORT_PROXY_SECRET_FILE``, header
+    ``X-Sandport-Proxy-Secret``). With neither configured every request is
+    refused: a header anybody able to reach the app can set proves nothing.
 
-``SANDPORT_IDENTITY_VERIFIER``
-    Dotted path of the verifier (default: ``trusted_header_verifier`` here).
-``SANDPORT_TRUSTED_PROXIES``
-    Comma-separated CIDRs; the trusted header is accepted only from these
-    peer addresses (sandport's address on the app network).
-``SANDPORT_PROXY_SECRET_FILE``
-    File holding a secret that sandport sends in ``X-Sandport-Proxy-Secret``
-    on every request it forwards to the app.
-
-At least one of the last two must be set, otherwise every request is refused:
-a header that anybody able to reach the app can set proves nothing.
+``SANDPORT_IDENTITY_VERIFIER`` (a dotted path) selects another verifier.
+``SANDPORT_TRUSTED_PROXIES`` also restricts the signed assertion when set.
 """
 
 from __future__ import annotations
@@ -37,6 +35,11 @@ from typing import Awaitable, Callable
 from starlette.requests import HTTPConnection
 
 USER_ID_HEADER = 'x-cognito-user-id'
+ASSERTION_HEADER = 'x-sandport-identity'
+ASSERTION_ISSUER = 'sandport'
+ASSERTION_AUDIENCE = 'app'
+ASSERTION_LEEWAY_SECS = 5
+MAX_ASSERTION_LEN = 8192
 EMAIL_HEADER = 'x-cognito-email'
 PROXY_SECRET_HEADER = 'x-sandport-proxy-secret'
 
@@ -135,15 +138,7 @@ def check_trusted_header(
             'no trusted proxy configured (SANDPORT_TRUSTED_PROXIES or '
             'SANDPORT_PROXY_SECRET_FILE)'
         )
-    if policy.trusted_proxies:
-        client = request.client
-        host = getattr(client, 'host', None) if client is not None else None
-        try:
-            peer = ipaddress.ip_address(host) if host else None
-        except ValueError:
-            peer = None
-        if peer is None or not any(peer in net for net in policy.trusted_proxies):
-            raise IdentityRejected('request did not come from a trusted proxy')
+    _check_peer(request, policy)
     if policy.proxy_secret is not None:
         presented = _single_header(request, PROXY_SECRET_HEADER)
         if presented is None or not hmac.compare_digest(
@@ -169,9 +164,80 @@ def check_trusted_header(
     return VerifiedIdentity(user_id=user_id, email=email)
 
 
+def _check_peer(request: HTTPConnection, policy: TrustedHeaderPolicy) -> None:
+    if not policy.trusted_proxies:
+        return
+    client = request.client
+    host = getattr(client, 'host', None) if client is not None else None
+    try:
+        peer = ipaddress.ip_address(host) if host else None
+    except ValueError:
+        peer = None
+    if peer is None or not any(peer in net for net in policy.trusted_proxies):
+        raise IdentityRejected('request did not come from a trusted proxy')
+
+
+def read_assertion_key(path: str) -> bytes:
+    """The key as sandport reads it: the file's text, trimmed, at least 16 characters."""
+    with open(path, encoding='utf-8') as f:
+        key = f.read().strip()
+    if len(key) < 16:
+        raise ValueError(f'{path}: the assertion key is shorter than 16 characters')
+    return key.encode('utf-8')
+
+
+def check_signed_assertion(
+    request: HTTPConnection,
+    key: bytes,
+    policy: TrustedHeaderPolicy | None = None,
+) -> VerifiedIdentity:
+    """The signed-assertion rule, separate from configuration for testing."""
+    import jwt
+
+    if policy is not None:
+        _check_peer(request, policy)
+    token = _single_header(request, ASSERTION_HEADER)
+    if not token:
+        raise IdentityRejected('no identity assertion')
+    if len(token) > MAX_ASSERTION_LEN:
+        raise IdentityRejected('identity assertion too long')
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=['HS256'],
+            audience=ASSERTION_AUDIENCE,
+            issuer=ASSERTION_ISSUER,
+            leeway=ASSERTION_LEEWAY_SECS,
+            options={'require': ['exp', 'iat', 'iss', 'aud', 'sub']},
+        )
+    except jwt.InvalidTokenError as e:
+        raise IdentityRejected(f'invalid identity assertion: {type(e).__name__}') from None
+    try:
+        user_id = validate_user_id(claims.get('sub'))
+    except InvalidUserId as e:
+        raise IdentityRejected(str(e)) from None
+    # sandport also sends the plain header; a different value means tampering
+    plain = _single_header(request, USER_ID_HEADER)
+    if plain is not None and plain != user_id:
+        raise IdentityRejected('X-Cognito-User-Id does not match the identity assertion')
+    email = claims.get('email')
+    if not (isinstance(email, str) and _EMAIL_RE.fullmatch(email)):
+        email = None
+    return VerifiedIdentity(user_id=user_id, email=email)
+
+
 @lru_cache(maxsize=1)
 def _policy_from_env() -> TrustedHeaderPolicy:
     return TrustedHeaderPolicy.from_env()
+
+
+@lru_cache(maxsize=1)
+def _assertion_key_from_env() -> bytes:
+    path = os.environ.get('SANDPORT_ASSERTION_KEY_FILE', '').strip()
+    if not path:
+        raise ValueError('SANDPORT_ASSERTION_KEY_FILE is not set')
+    return read_assertion_key(path)
 
 
 async def trusted_header_verifier(request: HTTPConnection) -> VerifiedIdentity:
@@ -179,10 +245,17 @@ async def trusted_header_verifier(request: HTTPConnection) -> VerifiedIdentity:
     return check_trusted_header(request, _policy_from_env())
 
 
+async def signed_assertion_verifier(request: HTTPConnection) -> VerifiedIdentity:
+    """Believe sandport's signed identity assertion (``X-Sandport-Identity``)."""
+    return check_signed_assertion(request, _assertion_key_from_env(), _policy_from_env())
+
+
 def load_verifier(dotted_path: str | None = None) -> IdentityVerifier:
-    """Resolve the configured verifier (``SANDPORT_IDENTITY_VERIFIER``)."""
+    """Resolve the configured verifier (see the module's documentation)."""
     path = dotted_path or os.environ.get('SANDPORT_IDENTITY_VERIFIER', '').strip()
     if not path:
+        if os.environ.get('SANDPORT_ASSERTION_KEY_FILE', '').strip():
+            return signed_assertion_verifier
         return trusted_header_verifier
     module_name, _, attr = path.rpartition('.')
     if not module_name:

@@ -4,7 +4,8 @@ Run as ``python -m sandport_openhands.selfcheck`` after ``sandport patch
 apply`` and before the app starts. It checks the *effective* configuration
 (environment variables included, which could override the patched defaults):
 
-* the user auth class is ``SandportUserAuth`` and its verifier is configured;
+* the user auth class is ``SandportUserAuth`` and its verifier is configured
+  (the assertion key readable, or a trusted proxy / proxy secret set);
 * settings and secrets use the per-user stores;
 * conversation metadata uses the per-user service;
 * sandboxes use the owner-scoped Docker service, and upstream's
@@ -19,6 +20,7 @@ Exit status 0 when all hold; otherwise 1 and one line on stderr starting with
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import Callable
 
@@ -28,18 +30,21 @@ def _check_auth() -> str | None:
     from openhands.app_server.user_auth.user_auth import UserAuth
     from openhands.app_server.utils.import_utils import get_impl
 
+    from sandport_openhands import identity
     from sandport_openhands.auth import SandportUserAuth, configured_verifier
-    from sandport_openhands.identity import TrustedHeaderPolicy, trusted_header_verifier
 
     impl = get_impl(UserAuth, server_config.user_auth_class)  # type: ignore[type-abstract]
     if not issubclass(impl, SandportUserAuth):
         return f'user auth class is {server_config.user_auth_class}'
     verifier = configured_verifier()
-    if verifier is trusted_header_verifier and not TrustedHeaderPolicy.from_env().configured:
+    policy = identity.TrustedHeaderPolicy.from_env()
+    if verifier is identity.trusted_header_verifier and not policy.configured:
         return (
             'trusted-header identity without SANDPORT_TRUSTED_PROXIES or '
             'SANDPORT_PROXY_SECRET_FILE'
         )
+    if verifier is identity.signed_assertion_verifier:
+        identity.read_assertion_key(os.environ['SANDPORT_ASSERTION_KEY_FILE'].strip())
     return None
 
 

@@ -223,3 +223,98 @@ def test_upstream_resolves_the_auth_class(patched_tree) -> None:
     from sandport_openhands.auth import SandportUserAuth
 
     assert get_impl(UserAuth, server_config.user_auth_class) is SandportUserAuth
+
+
+# -- sandport's signed identity assertion (X-Sandport-Identity) --
+
+ASSERTION_KEY = b'assertion-key-shared-by-sandport-and-the-app'
+
+
+def mint(key: bytes = ASSERTION_KEY, **overrides) -> str:
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    claims = {
+        'iss': 'sandport',
+        'aud': 'app',
+        'sub': 'alice',
+        'email': 'alice@example.com',
+        'email_verified': True,
+        'iat': now,
+        'exp': now + 60,
+    }
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode(claims, key, algorithm='HS256')
+
+
+def test_signed_assertion_is_believed() -> None:
+    from sandport_openhands.identity import check_signed_assertion
+
+    identity = check_signed_assertion(
+        make_request([('X-Sandport-Identity', mint()), ('X-Cognito-User-Id', 'alice')]),
+        ASSERTION_KEY,
+    )
+    assert identity == VerifiedIdentity('alice', 'alice@example.com')
+
+
+@pytest.mark.parametrize(
+    'token',
+    [
+        mint(key=b'another-key-that-is-long-enough-too'),  # forged: not sandport's key
+        mint(exp=1_000_000_000, iat=999_999_940),  # expired long ago
+        mint(aud='sandbox'),
+        mint(iss='somebody'),
+        mint(sub='../bob'),
+        mint(sub=None),
+        mint(exp=None),
+        mint()[:-4] + 'AAAA',  # tampered signature
+        'eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImlzcyI6InNhbmRwb3J0IiwiYXVkIjoiYXBwIn0.',
+        '',
+    ],
+)
+def test_bad_assertions_are_refused(token: str) -> None:
+    from sandport_openhands.identity import check_signed_assertion
+
+    with pytest.raises(IdentityRejected):
+        check_signed_assertion(make_request([('X-Sandport-Identity', token)]), ASSERTION_KEY)
+
+
+def test_assertion_and_plain_header_must_agree() -> None:
+    from sandport_openhands.identity import check_signed_assertion
+
+    with pytest.raises(IdentityRejected, match='does not match'):
+        check_signed_assertion(
+            make_request([('X-Sandport-Identity', mint()), ('X-Cognito-User-Id', 'bob')]),
+            ASSERTION_KEY,
+        )
+    with pytest.raises(IdentityRejected, match='no identity assertion'):
+        check_signed_assertion(make_request([('X-Cognito-User-Id', 'alice')]), ASSERTION_KEY)
+    with pytest.raises(IdentityRejected, match='trusted proxy'):
+        check_signed_assertion(
+            make_request([('X-Sandport-Identity', mint())], peer='172.31.0.7'),
+            ASSERTION_KEY,
+            BY_PEER,
+        )
+
+
+def test_assertion_key_selects_the_signed_verifier(tmp_path, monkeypatch) -> None:
+    from sandport_openhands.identity import (
+        read_assertion_key,
+        signed_assertion_verifier,
+        trusted_header_verifier,
+    )
+
+    key_file = tmp_path / 'assertion-key'
+    key_file.write_text(ASSERTION_KEY.decode() + '\n')
+    assert read_assertion_key(str(key_file)) == ASSERTION_KEY
+    monkeypatch.delenv('SANDPORT_IDENTITY_VERIFIER', raising=False)
+    monkeypatch.delenv('SANDPORT_ASSERTION_KEY_FILE', raising=False)
+    assert load_verifier() is trusted_header_verifier
+    monkeypatch.setenv('SANDPORT_ASSERTION_KEY_FILE', str(key_file))
+    assert load_verifier() is signed_assertion_verifier
+    key_file.write_text('short')
+    with pytest.raises(ValueError):
+        read_assertion_key(str(key_file))
