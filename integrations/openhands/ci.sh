@@ -14,7 +14,8 @@
 # 3. on a fresh copy with one critical anchor edited away, `apply` exits 1,
 #    names that patch and writes nothing;
 # 4. type-checks the installed integration package (mypy --strict);
-# 5. runs the pytest suite with the patched tree first on PYTHONPATH.
+# 5. runs the pytest suite with the patched tree first on PYTHONPATH (with a
+#    gateway binary, including the app behind the real sandport).
 #
 # Environment: SANDPORT_CI_CACHE (default /var/cache/sandport-ci),
 # PYTHON312 (a python >= 3.12 to use), PIP_INDEX_URL etc. as usual.
@@ -192,7 +193,8 @@ say "mypy: $(tail -1 "$work/mypy.out")"
 # --- 5. pytest against the patched tree
 say "pytest (patched tree first on PYTHONPATH)"
 set +e
-(cd "$here" && PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" \
+# SANDPORT_BIN: the gateway end-to-end test runs it (skipped for the patch engine's binary)
+(cd "$here" && PYTHONPATH="$tree${PYTHONPATH:+:$PYTHONPATH}" SANDPORT_BIN="$bin" \
     python3 -m pytest -q -p no:cacheprovider "$here/tests") > "$work/pytest.out" 2>&1
 rc=$?
 set -e
