@@ -293,6 +293,7 @@ fn oidc_mode(config: &FileConfig) -> anyhow::Result<oidc::Oidc> {
         },
         runtime_session_secs: identity.runtime_session_secs,
         codes: std::sync::Mutex::default(),
+        verified: std::sync::Mutex::default(),
     })
 }
 

@@ -477,8 +477,9 @@ impl Gateway {
             ""
         };
         let cookie = format!(
-            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-            auth.token.expose()
+            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}{}",
+            auth.token.expose(),
+            self.token_cookie_domain()
         );
         let mut response = Response::new(body::empty());
         *response.status_mut() = StatusCode::FOUND;
@@ -512,6 +513,23 @@ fn redeem_runtime_session(oidc: &oidc::Oidc, query: &str, host_name: &str) -> Re
             oidc::redirect(return_to, &[cookie])
         }
         None => ProxyError::Unauthenticated.into_response(RequestKind::default()),
+    }
+}
+
+impl Gateway {
+    /// Token mode: when runtime hosts live under the base domain (and it has a dot: a bare
+    /// `localhost` cannot carry cookies to subdomains), one cookie on the base domain serves the
+    /// app and every runtime host, so the app's pages can call their runtimes (WebSocket,
+    /// fetch) as same-site requests. sandport strips it before forwarding, sandbox responses
+    /// cannot set it, and it is HttpOnly.
+    fn token_cookie_domain(&self) -> String {
+        let base = &self.rewrite.base_domain;
+        let covers_runtimes = self.routing.runtime_domain.ends_with(&format!(".{base}"));
+        if covers_runtimes && base.contains('.') {
+            format!("; Domain={base}")
+        } else {
+            String::new()
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use super::jwks::Jwks;
 use super::jwt::{self, Rules, TokenError, Verified};
@@ -39,6 +40,8 @@ const ID_COOKIE_MAX_AGE: u64 = 86_400;
 const REFRESH_COOKIE_MAX_AGE: u64 = 30 * 86_400;
 /// Outstanding one-time codes kept at most (older ones are dropped first).
 const MAX_PENDING_CODES: usize = 10_000;
+/// Verified tokens remembered at most.
+const MAX_CACHED_TOKENS: usize = 10_000;
 
 /// OIDC settings and state.
 #[derive(Debug)]
@@ -56,6 +59,9 @@ pub struct Oidc {
     pub runtime_cookies: CookiePolicy,
     pub runtime_session_secs: u64,
     pub codes: Mutex<HashMap<String, PendingCode>>,
+    /// Tokens already verified, by SHA-256, until they expire (RSA verification is the
+    /// costliest step of a request). An entry counts only while its key is still published.
+    pub verified: Mutex<HashMap<[u8; 32], (String, Verified)>>,
 }
 
 /// A one-time code waiting to be redeemed on one runtime host.
@@ -133,13 +139,35 @@ impl Oidc {
     }
 
     async fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
-        match jwt::verify(token, &self.jwks.keys(), &self.rules, now) {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(verified) = self.cached(&digest, now) {
+            return Ok(verified);
+        }
+        let verified = match jwt::verify(token, &self.jwks.keys(), &self.rules, now) {
             Err(TokenError::UnknownKey) => {
                 let keys = self.jwks.refetch_for_unknown_key().await;
                 jwt::verify(token, &keys, &self.rules, now)
             }
             other => other,
+        }?;
+        if let Ok(kid) = jwt::key_id(token) {
+            let mut cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= MAX_CACHED_TOKENS {
+                cache.retain(|_, (_, entry)| entry.expires_at + self.rules.clock_skew_secs > now);
+                if cache.len() >= MAX_CACHED_TOKENS {
+                    cache.clear();
+                }
+            }
+            cache.insert(digest, (kid, verified.clone()));
         }
+        Ok(verified)
+    }
+
+    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Verified> {
+        let cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        let (kid, verified) = cache.get(digest)?;
+        let fresh = verified.expires_at + self.rules.clock_skew_secs > now;
+        (fresh && self.jwks.keys().contains_key(kid)).then(|| verified.clone())
     }
 
     async fn refresh_tokens(

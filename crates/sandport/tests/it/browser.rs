@@ -187,20 +187,18 @@ async fn scenario(client: &Client, page: &Page<'_>) -> anyhow::Result<()> {
     let app = page.app_origin();
     let runtime = page.runtime_host();
 
-    // The user opens the URL sandport prints: the token becomes an HttpOnly cookie, host-only
-    // on the app host. The runtime host is another host, so it needs the same visit once
-    // before the page's WebSocket (a subresource request, which cannot follow a login redirect)
-    // can carry a cookie there.
-    for origin in [app.clone(), format!("http://{runtime}")] {
-        client
-            .goto(&format!("{origin}/?sandport_token={TOKEN}"))
-            .await?;
-        let url = client.current_url().await?;
-        ensure!(
-            url.as_str() == format!("{origin}/"),
-            "the token URL did not redirect to {origin}/: {url}"
-        );
-    }
+    // The user opens the URL sandport prints, once: the token becomes an HttpOnly cookie on
+    // the base domain, which also covers the runtime hosts under it, so the page's WebSocket
+    // (a subresource request that cannot follow a login redirect) carries it too.
+    client
+        .goto(&format!("{app}/?sandport_token={TOKEN}"))
+        .await?;
+    let url = client.current_url().await?;
+    ensure!(
+        url.as_str() == format!("{app}/"),
+        "the token URL did not redirect to {app}/: {url}"
+    );
+    let _ = &runtime;
 
     let page_url = format!("{app}/conversations/{}", page.conversation);
     client.goto(&page_url).await?;

@@ -230,8 +230,9 @@ async fn a_query_token_becomes_a_cookie_once() {
         cookie.starts_with(&format!("sandport_token={TOKEN};")),
         "{cookie}"
     );
+    // The base domain carries it to the runtime hosts under it (one site for browsers).
     assert!(
-        cookie.contains("HttpOnly") && !cookie.contains("Domain"),
+        cookie.contains("HttpOnly") && cookie.contains("; Domain=sandport.test"),
         "{cookie}"
     );
 
