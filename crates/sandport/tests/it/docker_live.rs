@@ -369,3 +369,81 @@ async fn fifty_mib_each_way_with_bounded_gateway_memory() {
         "gateway peak RSS {peak} KiB after 100 MiB of traffic"
     );
 }
+
+/// OIDC mode against a real container: whatever the browser holds, the container sees no
+/// token, no sandport cookie and no identity header, on either route form.
+#[tokio::test]
+async fn a_container_never_receives_oidc_credentials() {
+    use sandport_testkit::oidc::TestProvider;
+    let image = SandboxImage::build().unwrap();
+    let network = TestNetwork::create().unwrap();
+    let conversation = random_conversation_id();
+    let sandbox = Container::builder(&image)
+        .network(&network)
+        .label("conversation_id", &conversation)
+        .label("user_id", "alice")
+        .sandbox_ports(&[5000])
+        .run()
+        .unwrap();
+    sandbox
+        .wait_http(&network, 5000, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let provider = TestProvider::start("docker-client", "docker-client-secret-0123")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "docker-client-secret-0123").unwrap();
+    let gateway = Gateway::start(&format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n\
+         [identity]\nmode = \"oidc\"\nissuer = \"{}\"\nclient_id = \"docker-client\"\nclient_secret_file = \"{}\"\n\
+         [discovery]\nnetwork = \"{}\"\n",
+        provider.issuer(),
+        secret.display(),
+        network.name()
+    ));
+    gateway.wait_ready().await;
+    let id_token = provider.mint(provider.standard_claims("alice"));
+    let main = format!("sandport.test:{}", gateway.addr.port());
+    let request = get(&main, &format!("/runtime/{conversation}/5000/echo"))
+        .header(
+            "cookie",
+            format!("id_token={id_token}; refresh_token=r; sandport_login=l; theme=dark"),
+        )
+        .header("authorization", format!("Bearer {id_token}"))
+        .header("x-cognito-user-id", "alice")
+        .header("x-sandport-identity", "forged");
+    let reply = send(gateway.addr, request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json()["hostname"].as_str().unwrap(),
+        &sandbox.id()[..12]
+    );
+    let headers = reply.json()["headers"].to_string();
+    for secret in [
+        id_token.as_str(),
+        "refresh_token",
+        "sandport_login",
+        "x-cognito",
+        "x-sandport-identity",
+        "authorization",
+    ] {
+        assert!(
+            !headers.contains(secret),
+            "{secret} reached the container: {headers}"
+        );
+    }
+    assert!(
+        headers.contains("theme=dark"),
+        "the app's own cookies still flow: {headers}"
+    );
+    // Without the token, the same path is refused before discovery is asked.
+    let anonymous = send(
+        gateway.addr,
+        get(&main, &format!("/runtime/{conversation}/5000/echo")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}

@@ -238,3 +238,74 @@ async fn sandbox_html_on_the_path_form_is_rewritten_when_enabled() {
         reply.text()
     );
 }
+
+/// An app whose page is `size` bytes of HTML, streamed in 64 KiB chunks.
+async fn large_page_app(size: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 8192];
+                let _ = stream.read(&mut buffer).await;
+                let head =
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream
+                    .write_all(b"<!doctype html><html><head><title>big</title></head><body>")
+                    .await;
+                let row = "<p><a href=\"http://localhost:5000/item\">item</a> some text for the row</p>\n";
+                let chunk = row.repeat(65536 / row.len());
+                let mut sent = 0;
+                while sent < size {
+                    if stream.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len();
+                }
+                let _ = stream.write_all(b"</body></html>").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn large_pages_stream_through_the_rewriter_with_bounded_memory() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let app = large_page_app(SIZE).await;
+    let gw = gateway(app, "").await;
+    let host = format!("sandport.test:{}", gw.addr.port());
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = authed(&host, "/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    use http_body_util::BodyExt;
+    let mut received = 0usize;
+    let mut head = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            if head.len() < 512 {
+                head.extend_from_slice(&data[..data.len().min(512)]);
+            }
+            received += data.len();
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.contains("<head><script src=\"/_sandport/runtime-links."),
+        "{head}"
+    );
+    assert!(received > SIZE, "the whole page arrived: {received}");
+    let peak = gw.peak_rss_kib();
+    assert!(
+        peak < 48 * 1024,
+        "gateway peak RSS {peak} KiB for a 64 MiB page"
+    );
+}
