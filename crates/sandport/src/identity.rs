@@ -24,7 +24,7 @@ mod trusted_header;
 
 use std::net::IpAddr;
 
-pub use cookies::{cookie_values, remove_cookie};
+pub use cookies::{cookie_values, remove_cookies};
 pub use token::{Secret, TokenAuth, TOKEN_COOKIE, TOKEN_QUERY};
 pub use trusted_header::HeaderRule;
 

@@ -42,3 +42,35 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 pub fn docker_call(call: &'static str) {
     metrics::counter!(DOCKER_API_CALLS, "call" => call).increment(1);
 }
+
+/// The status code as a static label: no allocation per request.
+pub fn status_label(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        101 => "101",
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => match other / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        },
+    }
+}

@@ -89,8 +89,12 @@ impl Gateway {
             }
         };
         let status = response.status();
-        ::metrics::counter!(metrics::REQUESTS, "route" => record.route, "status" => status.as_str().to_owned())
-            .increment(1);
+        ::metrics::counter!(
+            metrics::REQUESTS,
+            "route" => record.route,
+            "status" => metrics::status_label(status)
+        )
+        .increment(1);
         tracing::info!(
             target: "sandport::access",
             method = %method,
@@ -193,7 +197,7 @@ impl Gateway {
                 record.upstream = Some(addr.to_string());
                 let uri = upstream_uri(&addr.to_string(), &target.upstream_target)?;
                 let upstream = Upstream::Sandbox(target.conversation.clone());
-                let request_headers = request.headers().clone();
+                let request_origin = request.headers().get(http::header::ORIGIN).cloned();
                 let response = self
                     .forward(request, uri, &upstream, &host, peer, None)
                     .await?;
@@ -206,7 +210,11 @@ impl Gateway {
                     host.port,
                 );
                 if on_runtime_host {
-                    edge::allow_app_origin(&request_headers, response.headers_mut(), &app_origin);
+                    edge::allow_app_origin(
+                        request_origin.as_ref(),
+                        response.headers_mut(),
+                        &app_origin,
+                    );
                 }
                 response
             }

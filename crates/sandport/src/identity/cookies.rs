@@ -19,34 +19,41 @@ pub fn cookie_values<'a>(
         })
 }
 
-/// Removes cookie `name` from every `Cookie` header, dropping headers left empty.
-pub fn remove_cookie(headers: &mut http::HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
+/// Removes the cookies named in `names` from every `Cookie` header, dropping headers left
+/// empty. Headers that name none of them are left as they are (the common case costs one scan).
+pub fn remove_cookies(headers: &mut http::HeaderMap, names: &[&str]) {
+    let named = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+        names.contains(&name)
+    };
+    let affected = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .any(|value| value.to_str().is_ok_and(|text| text.split(';').any(&named)));
+    if !affected {
+        return;
+    }
+    let kept: Vec<http::HeaderValue> = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|value| {
-            let Ok(value) = value.to_str() else {
+            let Ok(text) = value.to_str() else {
                 // Not text: keep it as it is rather than guess.
-                return Some(Err(value.clone()));
+                return Some(value.clone());
             };
-            let pairs: Vec<&str> = value
+            let pairs: Vec<&str> = text
                 .split(';')
                 .map(str::trim)
-                .filter(|pair| !pair.is_empty())
-                .filter(|pair| pair.split_once('=').map_or(pair.trim(), |(k, _)| k.trim()) != name)
+                .filter(|pair| !pair.is_empty() && !named(pair))
                 .collect();
-            (!pairs.is_empty()).then(|| Ok(pairs.join("; ")))
-        })
-        .map(|kept| match kept {
-            Ok(text) => text,
-            Err(raw) => String::from_utf8_lossy(raw.as_bytes()).into_owned(),
+            (!pairs.is_empty())
+                .then(|| http::HeaderValue::from_str(&pairs.join("; ")).ok())
+                .flatten()
         })
         .collect();
     headers.remove(http::header::COOKIE);
     for value in kept {
-        if let Ok(value) = http::HeaderValue::from_str(&value) {
-            headers.append(http::header::COOKIE, value);
-        }
+        headers.append(http::header::COOKIE, value);
     }
 }
 
@@ -79,7 +86,7 @@ mod tests {
     #[test]
     fn removal_keeps_the_others() {
         let mut h = headers(&["a=1; sandport_token=s; b=2", "sandport_token=t"]);
-        remove_cookie(&mut h, "sandport_token");
+        remove_cookies(&mut h, &["sandport_token"]);
         let left: Vec<_> = h
             .get_all("cookie")
             .iter()

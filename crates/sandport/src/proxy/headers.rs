@@ -126,9 +126,7 @@ fn strip_identity(headers: &mut HeaderMap, auth: &Authenticator) {
     }
     headers.remove(identity::ORIGIN_VERIFY_HEADER);
     headers.remove(identity::ASSERTION_HEADER);
-    for cookie in identity::OWN_COOKIES {
-        identity::remove_cookie(headers, cookie);
-    }
+    identity::remove_cookies(headers, identity::OWN_COOKIES);
     let own_authorization = headers
         .get_all(header::AUTHORIZATION)
         .iter()
