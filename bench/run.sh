@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Loopback throughput benchmark: the upstream directly, sandport, and nginx (plain proxy_pass
+# with upstream keepalive, the best-case peer), measured in one run with the same wrk settings.
+#
+#   bench/run.sh
+#
+# Environment (all optional):
+#   BENCH_DURATION     measured seconds per target            (default 10)
+#   BENCH_CONNECTIONS  wrk connections                         (default 64)
+#   BENCH_THREADS      wrk threads                             (default 2)
+#   BENCH_WARMUP       warm-up seconds per target, discarded   (default 2)
+#   BENCH_PATH         upstream path measured                  (default /__sandbox/status?code=200)
+#   BENCH_NO_BUILD=1   use the existing release binaries instead of running cargo build
+#
+# Installs wrk and nginx from Debian when missing. Every process it starts listens on
+# 127.0.0.1 (the test upstream binds 0.0.0.0 but only loopback traffic is sent) and is stopped
+# on exit. Writes bench/results/<date>-<hostname>.md and prints the same table.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${BENCH_DURATION:-10}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+WARMUP="${BENCH_WARMUP:-2}"
+BENCH_PATH="${BENCH_PATH:-/__sandbox/status?code=200}"
+CONVERSATION="0123456789abcdef0123456789abcdef"
+TOKEN="bench-token-0123456789abcdef"
+USER_ID="bench"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- tools --------------------------------------------------------------------------------
+
+install_missing() {
+    local missing=()
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]} from Debian"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+install_missing
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+command -v curl >/dev/null 2>&1 || die "curl is required"
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+    log "building release binaries (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --quiet -p sandport --bin sandport \
+        && cargo build --release --quiet -p sandport-testkit --bin sandbox-server)
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+SANDPORT_BIN="$TARGET_DIR/release/sandport"
+UPSTREAM_BIN="$TARGET_DIR/release/sandbox-server"
+[ -x "$SANDPORT_BIN" ] || die "missing $SANDPORT_BIN"
+[ -x "$UPSTREAM_BIN" ] || die "missing $UPSTREAM_BIN"
+
+# --- processes and cleanup ----------------------------------------------------------------
+
+WORK="$(mktemp -d /tmp/sandport-bench.XXXXXX)"
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until GET $1 answers 200 (extra curl arguments follow).
+wait_ready() {
+    local url="$1" name="$2"
+    shift 2
+    local i
+    for i in $(seq 1 100); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" = 200 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not answer 200 on $url (logs in $WORK)"
+}
+
+UPSTREAM_PORT="$(free_port)"
+SANDPORT_PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
+NGINX_PORT="$(free_port)"
+
+log "upstream sandbox-server on 127.0.0.1:$UPSTREAM_PORT"
+SANDBOX_PORTS="$UPSTREAM_PORT" "$UPSTREAM_BIN" 2>"$WORK/upstream.log" &
+UPSTREAM_PID=$!
+PIDS+=("$UPSTREAM_PID")
+
+cat >"$WORK/sandport.toml" <<EOF
+[server]
+listen = "127.0.0.1:$SANDPORT_PORT"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[identity]
+mode = "token"
+token = "$TOKEN"
+user_id = "$USER_ID"
+
+[discovery]
+backend = "static"
+
+[[discovery.sandboxes]]
+conversation_id = "$CONVERSATION"
+user_id = "$USER_ID"
+address = "127.0.0.1"
+
+[log]
+level = "warn"
+EOF
+log "sandport on 127.0.0.1:$SANDPORT_PORT"
+# Variables would override the file: drop any SANDPORT_* from the caller's environment.
+env $(env | sed -n 's/^\(SANDPORT_[A-Z0-9_]*\)=.*/-u \1/p') \
+    "$SANDPORT_BIN" serve --config "$WORK/sandport.toml" 2>"$WORK/sandport.log" &
+SANDPORT_PID=$!
+PIDS+=("$SANDPORT_PID")
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/client_body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+
+    upstream sandbox {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+    }
+
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://sandbox;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+log "nginx on 127.0.0.1:$NGINX_PORT"
+"$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/logs/error.log" -c "$WORK/nginx/nginx.conf" \
+    -g 'daemon off;' 2>"$WORK/nginx/stderr.log" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+AUTH=(-H "Authorization: Bearer $TOKEN")
+DIRECT_URL="http://127.0.0.1:$UPSTREAM_PORT$BENCH_PATH"
+SANDPORT_URL="http://127.0.0.1:$SANDPORT_PORT/runtime/$CONVERSATION/$UPSTREAM_PORT$BENCH_PATH"
+NGINX_URL="http://127.0.0.1:$NGINX_PORT$BENCH_PATH"
+
+wait_ready "$DIRECT_URL" upstream
+wait_ready "$SANDPORT_URL" sandport "${AUTH[@]}"
+wait_ready "$NGINX_URL" nginx
+# sandport must enforce ownership on the measured route: no token, no answer.
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$SANDPORT_URL")" = 401 ] \
+    || die "sandport answered without the token"
+
+# --- measuring ----------------------------------------------------------------------------
+
+# PIDs of nginx workers (children of the master).
+nginx_workers() { pgrep -P "$NGINX_PID" | tr '\n' ' '; }
+
+# Sum of utime+stime clock ticks over the given PIDs.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        fields="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null)" || continue
+        # After the command name: field 12 is utime, 13 stime (1-based from state).
+        total=$((total + $(echo "$fields" | awk '{print $12 + $13}')))
+    done
+    echo "$total"
+}
+
+# kB of a /proc/PID/status field summed over PIDs.
+status_kb() {
+    local field="$1" total=0 pid value
+    shift
+    for pid in "$@"; do
+        value="$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null)"
+        total=$((total + ${value:-0}))
+    done
+    echo "$total"
+}
+
+# Converts a wrk latency (850.00us, 1.20ms, 1.01s) to milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n = n / 1000
+        else if (v ~ /ms$/) n = n
+        else if (v ~ /s$/) n = n * 1000
+        printf "%.2f", n
+    }'
+}
+
+CLK_TCK="$(getconf CLK_TCK)"
+declare -A RPS P50 P99 CPU_US
+
+# measure NAME URL PIDS...: warm up, run wrk, record req/s, p50, p99 and CPU per request of PIDS.
+measure() {
+    local name="$1" url="$2"
+    shift 2
+    local pids=("$@")
+    log "$name: warm-up ${WARMUP}s"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${AUTH[@]}" "$url" >/dev/null
+    log "$name: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency"
+    local before after out
+    before="$(cpu_ticks "${pids[@]}")"
+    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${AUTH[@]}" "$url")"
+    after="$(cpu_ticks "${pids[@]}")"
+    printf '%s\n' "$out" >"$WORK/wrk-$name.txt"
+    if grep -q 'Non-2xx or 3xx responses' <<<"$out"; then
+        printf '%s\n' "$out" >&2
+        die "$name answered errors under load"
+    fi
+    local requests
+    requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+    RPS[$name]="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")"
+    P50[$name]="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    P99[$name]="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+    CPU_US[$name]="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
+    log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms"
+}
+
+read -r LOAD_BEFORE _ < /proc/loadavg
+# shellcheck disable=SC2046
+measure direct "$DIRECT_URL" "$UPSTREAM_PID"
+measure sandport "$SANDPORT_URL" "$SANDPORT_PID"
+# shellcheck disable=SC2046
+measure nginx "$NGINX_URL" $(nginx_workers)
+
+SANDPORT_HWM="$(status_kb VmHWM "$SANDPORT_PID")"
+SANDPORT_RSS="$(status_kb VmRSS "$SANDPORT_PID")"
+# shellcheck disable=SC2046
+NGINX_RSS="$(status_kb VmRSS $(nginx_workers))"
+# shellcheck disable=SC2046
+NGINX_HWM="$(status_kb VmHWM $(nginx_workers))"
+NGINX_MASTER_RSS="$(status_kb VmRSS "$NGINX_PID")"
+NGINX_WORKER_COUNT="$(nginx_workers | wc -w)"
+
+# --- report -------------------------------------------------------------------------------
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }'; }
+
+CORES="$(nproc)"
+CPU_MODEL="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+KERNEL="$(uname -r)"
+HOST="$(hostname)"
+STAMP="$(date -u +%Y-%m-%dT%H%M%SZ)"
+SANDPORT_VERSION="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+    SANDPORT_VERSION="prebuilt binaries from $TARGET_DIR/release, tree at $SANDPORT_VERSION"
+else
+    SANDPORT_VERSION="$SANDPORT_VERSION (release build)"
+fi
+NGINX_VERSION="$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+WRK_VERSION="$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $2}')"
+
+TABLE="$(
+    printf '| target | req/s | p50 | p99 | RSS | CPU per request | ratio to nginx |\n'
+    printf '|---|---:|---:|---:|---:|---:|---:|\n'
+    printf '| upstream directly | %s | %s ms | %s ms | - | %s µs | %s |\n' \
+        "${RPS[direct]}" "${P50[direct]}" "${P99[direct]}" "${CPU_US[direct]}" \
+        "$(ratio "${RPS[direct]}" "${RPS[nginx]}")"
+    printf '| sandport | %s | %s ms | %s ms | %s (peak %s) | %s µs | %s |\n' \
+        "${RPS[sandport]}" "${P50[sandport]}" "${P99[sandport]}" \
+        "$(mib "$SANDPORT_RSS")" "$(mib "$SANDPORT_HWM")" "${CPU_US[sandport]}" \
+        "$(ratio "${RPS[sandport]}" "${RPS[nginx]}")"
+    printf '| nginx proxy_pass | %s | %s ms | %s ms | %s (peak %s, %s workers) | %s µs | 1.00× |\n' \
+        "${RPS[nginx]}" "${P50[nginx]}" "${P99[nginx]}" \
+        "$(mib "$NGINX_RSS")" "$(mib "$NGINX_HWM")" "$NGINX_WORKER_COUNT" "${CPU_US[nginx]}"
+)"
+
+mkdir -p "$ROOT/bench/results"
+RESULT="$ROOT/bench/results/$STAMP-$HOST.md"
+{
+    printf '# Loopback benchmark, %s, %s\n\n' "$STAMP" "$HOST"
+    printf '%s\n\n' "$TABLE"
+    printf -- '- Machine: %s cores, %s, kernel %s; load average %s at start.\n' \
+        "$CORES" "$CPU_MODEL" "$KERNEL" "$LOAD_BEFORE"
+    printf -- '- sandport %s; %s; wrk %s.\n' \
+        "$SANDPORT_VERSION" "$NGINX_VERSION" "$WRK_VERSION"
+    printf -- '- Load: `wrk -t%s -c%s -d%ss --latency` after a %ss warm-up, each target in turn; path `%s`.\n' \
+        "$THREADS" "$CONNECTIONS" "$DURATION" "$WARMUP" "$BENCH_PATH"
+    printf -- '- sandport: path form `/runtime/{id}/{port}...`, token identity, static discovery, log level warn.\n'
+    printf -- '- RSS after the run (VmRSS, peak VmHWM); nginx summed over its workers (master: %s).\n' \
+        "$(mib "$NGINX_MASTER_RSS")"
+    printf -- '- CPU per request: user+system CPU time of the measured server process(es) during the run, divided by the requests served.\n'
+    printf '\n## wrk output\n'
+    for name in direct sandport nginx; do
+        printf '\n### %s\n\n```\n%s\n```\n' "$name" "$(cat "$WORK/wrk-$name.txt")"
+    done
+} >"$RESULT"
+
+printf '%s\n\n' "$TABLE"
+log "written to ${RESULT#"$ROOT"/}"
