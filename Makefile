@@ -1,15 +1,16 @@
 # The commands developers and CI run. `make test` is the whole suite; .ci/run installs what it
 # needs on a bare machine and then runs exactly `make test`.
 
-.PHONY: run test lint unit js openhands sweep
+.PHONY: run test lint unit js openhands deploy sweep
 
 # Run the gateway on its embedded defaults (127.0.0.1:8080, admin 127.0.0.1:9090).
 run:
 	cargo run --release -p sandport -- serve
 
-# Everything: formatting, lints, Rust unit and integration tests (real binary, real Docker),
-# the browser script's tests, and the OpenHands integration against the real package.
-test: lint unit js openhands
+# Everything: formatting, lints, Rust unit and integration tests (real binary, real Docker,
+# real Chromium), the browser script's tests, the OpenHands integration against the real
+# package, and the deployment kit (compose file, entrypoint, the FROM scratch image).
+test: lint unit js openhands deploy
 
 lint:
 	cargo fmt --all -- --check
@@ -24,6 +25,12 @@ js:
 openhands:
 	cargo build -p sandport --locked
 	bash integrations/openhands/ci.sh target/debug/sandport
+
+# The scratch image needs a static binary; a debug build is enough to prove it starts.
+STATIC_TARGET = x86_64-unknown-linux-gnu
+deploy: openhands
+	RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked -p sandport --target $(STATIC_TARGET)
+	SANDPORT_BINARY=target/$(STATIC_TARGET)/debug/sandport bash deploy/check.sh target/debug/sandport --image
 
 # Remove Docker resources left by test processes that died.
 sweep:
