@@ -7,7 +7,9 @@ use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, 
 
 use bytes::Bytes;
 
-use crate::harness::{docker_config, eventually, get, send, send_within, Gateway, TOKEN};
+use crate::harness::{
+    docker_config, eventually, get, labelled_sandbox, send, send_within, Gateway, TOKEN,
+};
 
 fn authed(host: &str, target: &str) -> http::request::Builder {
     get(host, target).header("authorization", format!("Bearer {TOKEN}"))
@@ -18,17 +20,7 @@ async fn restarts_removals_and_pauses_are_seen_within_a_second() {
     let image = SandboxImage::build().unwrap();
     let network = TestNetwork::create().unwrap();
     let conversation = random_conversation_id();
-    let sandbox = Container::builder(&image)
-        .network(&network)
-        .label("conversation_id", &conversation)
-        .label("user_id", "alice")
-        .sandbox_ports(&[5000])
-        .run()
-        .unwrap();
-    sandbox
-        .wait_http(&network, 5000, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let sandbox = labelled_sandbox(&image, &network, &conversation, Some("alice"), &[5000]).await;
     let gw = Gateway::start(&docker_config("alice", network.name()));
     gw.wait_ready().await;
     let main = format!("sandport.test:{}", gw.addr.port());
@@ -157,17 +149,7 @@ async fn trusted_header_mode_ignores_spoofed_identity() {
     let image = SandboxImage::build().unwrap();
     let network = TestNetwork::create().unwrap();
     let conversation = random_conversation_id();
-    let sandbox = Container::builder(&image)
-        .network(&network)
-        .label("conversation_id", &conversation)
-        .label("user_id", "alice")
-        .sandbox_ports(&[5000])
-        .run()
-        .unwrap();
-    sandbox
-        .wait_http(&network, 5000, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let sandbox = labelled_sandbox(&image, &network, &conversation, Some("alice"), &[5000]).await;
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("origin-verify");
     std::fs::write(&secret_file, "edge-shared-secret-0123\n").unwrap();

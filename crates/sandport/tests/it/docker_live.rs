@@ -9,7 +9,7 @@ use http::StatusCode;
 use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-use crate::harness::{docker_config, get, runtime_host, send, Gateway, TOKEN};
+use crate::harness::{docker_config, get, labelled_sandbox, runtime_host, send, Gateway, TOKEN};
 
 /// An image, a network, three sandboxes (alice's, bob's, an unlabelled one) and a gateway
 /// acting for alice. Dropped in reverse order: gateway, containers, network, image.
@@ -274,12 +274,7 @@ async fn websocket_and_sse_stream_through_both_forms() {
         "/runtime/{}/5000/__sandbox/sse?n=4&interval_ms=300",
         w.alice
     );
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::connect(gw.addr).await;
     let request = authed(&main, &target)
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
@@ -318,12 +313,7 @@ async fn fifty_mib_each_way_with_bounded_gateway_memory() {
     let main = format!("sandport.test:{}", gw.addr.port());
 
     // Upload: a streamed body, generated chunk by chunk.
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::connect(gw.addr).await;
     let chunks = futures_util::stream::iter((0..SIZE / 65536).map(|_| {
         Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![7u8; 65536])))
     }));
@@ -339,12 +329,7 @@ async fn fifty_mib_each_way_with_bounded_gateway_memory() {
     assert_eq!(echo["body_len"], SIZE);
 
     // Download: counted as it streams, never held.
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::connect(gw.addr).await;
     let request = authed(
         &main,
         &format!("/runtime/{}/5000/__sandbox/download?bytes={SIZE}", w.alice),
@@ -383,17 +368,7 @@ async fn a_container_never_receives_oidc_credentials() {
     let image = SandboxImage::build().unwrap();
     let network = TestNetwork::create().unwrap();
     let conversation = random_conversation_id();
-    let sandbox = Container::builder(&image)
-        .network(&network)
-        .label("conversation_id", &conversation)
-        .label("user_id", "alice")
-        .sandbox_ports(&[5000])
-        .run()
-        .unwrap();
-    sandbox
-        .wait_http(&network, 5000, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let sandbox = labelled_sandbox(&image, &network, &conversation, Some("alice"), &[5000]).await;
     let provider = TestProvider::start("docker-client", "docker-client-secret-0123")
         .await
         .unwrap();

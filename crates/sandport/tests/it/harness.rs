@@ -262,3 +262,42 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A streaming HTTP/1.1 connection to `addr`, for tests that read bodies frame by frame.
+pub async fn connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// A running sandbox container on `network`: labelled with `conversation` (and `owner`, when
+/// given), serving the test server on `ports`, and answering HTTP on the first of them.
+pub async fn labelled_sandbox(
+    image: &sandport_testkit::docker::SandboxImage,
+    network: &sandport_testkit::docker::TestNetwork,
+    conversation: &str,
+    owner: Option<&str>,
+    ports: &[u16],
+) -> sandport_testkit::docker::Container {
+    let mut builder = sandport_testkit::docker::Container::builder(image)
+        .network(network)
+        .label("conversation_id", conversation)
+        .sandbox_ports(ports);
+    if let Some(owner) = owner {
+        builder = builder.label("user_id", owner);
+    }
+    let container = builder.run().unwrap();
+    container
+        .wait_http(network, ports[0], Duration::from_secs(10))
+        .await
+        .unwrap();
+    container
+}

@@ -276,12 +276,7 @@ async fn large_pages_stream_through_the_rewriter_with_bounded_memory() {
     let app = large_page_app(SIZE).await;
     let gw = gateway(app, "").await;
     let host = format!("sandport.test:{}", gw.addr.port());
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::connect(gw.addr).await;
     let request = authed(&host, "/")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
