@@ -17,6 +17,7 @@ use crate::identity::session::{CookiePolicy, SigningKey};
 use crate::identity::{jwks, jwt, oidc, provider};
 use crate::identity::{Authenticator, HeaderRule, Secret, TokenAuth, TOKEN_QUERY};
 use crate::proxy::{forward, Gateway};
+
 use crate::{metrics, routing, server};
 
 /// Runs the gateway until `shutdown_signal` completes, then drains.
@@ -54,35 +55,30 @@ pub async fn run(
     let discovery_cancel = CancellationToken::new();
     spawn_discovery(&config, &store, &discovery_cancel);
 
-    let listener = TcpListener::bind(listen)
-        .await
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        count => count,
+    };
+    let sockets = server::bind_workers(listen, workers)
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let admin_listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
-    let listen = listener.local_addr()?;
+    let listen = sockets[0].local_addr()?;
     if let Authenticator::Token(auth) = &authenticator {
         if config.identity.token.is_none() && config.identity.token_file.is_none() {
             announce_token(&config, listen.port(), auth.token.expose());
         }
     }
-    let gateway = Arc::new(Gateway {
-        routing: routing::Config {
-            runtime_domain: config.routing.effective_runtime_domain(),
-        },
-        authenticator,
-        store: Arc::clone(&store),
-        system_ports: config.discovery.system_ports.clone(),
-        client: forward::client(Duration::from_millis(config.proxy.connect_timeout_ms)),
-        app_authority: config.app_upstream()?,
-        external_scheme: config.external_scheme().to_owned(),
-        body_limit: config.proxy.body_limit_bytes,
-        idle_timeout: Duration::from_secs(config.proxy.idle_timeout_secs),
-        tunnels: tokio_util::task::TaskTracker::new(),
-        tunnel_cancel: CancellationToken::new(),
-        rewrite: rewrite_config(&config),
+    let tunnels = tokio_util::task::TaskTracker::new();
+    let tunnel_cancel = CancellationToken::new();
+    let make_gateway = gateway_factory(
+        &config,
+        Arc::new(authenticator),
+        &store,
         assertion_key,
-    });
+        (tunnels.clone(), tunnel_cancel.clone()),
+    )?;
     let admin = Arc::new(Admin {
         store: Arc::clone(&store),
         metrics: metrics_handle.clone(),
@@ -102,50 +98,95 @@ pub async fn run(
             metrics_handle.run_upkeep();
         }
     });
-    tracing::info!(%listen, admin = %admin_addr, tls = tls.is_some(), "sandport listening");
 
     let signals = server::Shutdown::default();
     let server_config = server::Config {
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
-        max_connections: config.server.max_connections,
+        max_connections: config.server.max_connections.div_ceil(workers),
     };
-    let accept_loop = tokio::spawn(server::serve(
-        listener,
-        Arc::clone(&gateway),
-        server_config,
-        tls,
-        signals.clone(),
-    ));
+    let stopped = CancellationToken::new();
+    let threads = server::spawn_workers(
+        sockets,
+        make_gateway,
+        &server_config,
+        tls.clone(),
+        &signals,
+        &stopped,
+    )?;
+    tracing::info!(%listen, admin = %admin_addr, workers, tls = tls.is_some(), "sandport listening");
     shutdown_signal.await;
 
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     tracing::info!(grace_secs = grace.as_secs(), "draining");
     admin.draining.store(true, Ordering::Relaxed);
     signals.shutdown.cancel();
-    let _ = accept_loop.await;
     signals.connections.close();
-    gateway.tunnels.close();
+    tunnels.close();
     let drained = tokio::time::timeout(grace, async {
         signals.connections.wait().await;
-        gateway.tunnels.wait().await;
+        tunnels.wait().await;
     })
     .await
     .is_ok();
     if !drained {
         tracing::warn!(
             connections = signals.connections.len(),
-            tunnels = gateway.tunnels.len(),
+            tunnels = tunnels.len(),
             "grace period over; closing what is still open"
         );
     }
-    gateway.tunnel_cancel.cancel();
+    tunnel_cancel.cancel();
     signals.hard_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), gateway.tunnels.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.wait()).await;
+    stopped.cancel();
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     discovery_cancel.cancel();
     identity_cancel.cancel();
     admin_stop.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Builds what each worker needs to make its own gateway: everything shared (identity, the
+/// sandbox store, the tunnel tracker) is shared, and each gets its own upstream pool.
+fn gateway_factory(
+    config: &FileConfig,
+    authenticator: Arc<Authenticator>,
+    store: &Arc<Store>,
+    assertion_key: Option<SigningKey>,
+    (tunnels, tunnel_cancel): (tokio_util::task::TaskTracker, CancellationToken),
+) -> anyhow::Result<Arc<dyn Fn() -> Gateway + Send + Sync>> {
+    let routing = routing::Config {
+        runtime_domain: config.routing.effective_runtime_domain(),
+    };
+    let store = Arc::clone(store);
+    let system_ports = config.discovery.system_ports.clone();
+    let connect_timeout = Duration::from_millis(config.proxy.connect_timeout_ms);
+    let app_authority = config.app_upstream()?;
+    let external_scheme = config.external_scheme().to_owned();
+    let body_limit = config.proxy.body_limit_bytes;
+    let idle_timeout = Duration::from_secs(config.proxy.idle_timeout_secs);
+    let rewrite = rewrite_config(config);
+    Ok(Arc::new(move || Gateway {
+        routing: routing.clone(),
+        authenticator: Arc::clone(&authenticator),
+        store: Arc::clone(&store),
+        system_ports: system_ports.clone(),
+        client: forward::client(connect_timeout),
+        app_authority: app_authority.clone(),
+        external_scheme: external_scheme.clone(),
+        body_limit,
+        idle_timeout,
+        tunnels: tunnels.clone(),
+        tunnel_cancel: tunnel_cancel.clone(),
+        rewrite: rewrite.clone(),
+        assertion_key: assertion_key.clone(),
+    }))
 }
 
 fn spawn_discovery(config: &FileConfig, store: &Arc<Store>, cancel: &CancellationToken) {

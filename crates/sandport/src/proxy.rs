@@ -34,7 +34,7 @@ use headers::Forwarding;
 #[derive(Debug)]
 pub struct Gateway {
     pub routing: routing::Config,
-    pub authenticator: Authenticator,
+    pub authenticator: Arc<Authenticator>,
     pub store: Arc<Store>,
     pub system_ports: Vec<u16>,
     pub client: forward::Client,
@@ -194,8 +194,9 @@ impl Gateway {
                         .await;
                 };
                 let addr = self.resolve(&principal, &target)?;
-                record.upstream = Some(addr.to_string());
-                let uri = upstream_uri(&addr.to_string(), &target.upstream_target)?;
+                let authority = addr.to_string();
+                let uri = upstream_uri(&authority, &target.upstream_target)?;
+                record.upstream = Some(authority);
                 let upstream = Upstream::Sandbox(target.conversation.clone());
                 let request_origin = request.headers().get(http::header::ORIGIN).cloned();
                 let response = self
@@ -256,7 +257,7 @@ impl Gateway {
             .split_once('?')
             .unwrap_or((path_and_query, ""));
         let origin = format!("{}://{}", self.external_scheme, host.authority);
-        let oidc = match &self.authenticator {
+        let oidc = match &*self.authenticator {
             Authenticator::Oidc(oidc) => Some(oidc.as_ref()),
             _ => None,
         };
@@ -357,7 +358,7 @@ impl Gateway {
         app_origin: &str,
         on_runtime_host: bool,
     ) -> Result<Response<Body>, ProxyError> {
-        let Authenticator::Oidc(oidc) = &self.authenticator else {
+        let Authenticator::Oidc(oidc) = &*self.authenticator else {
             return Err(ProxyError::Unauthenticated);
         };
         let navigation = request.method() == http::Method::GET
@@ -476,7 +477,7 @@ impl Gateway {
 
     /// Sets the token cookie and sends the browser to the same URL without the token.
     fn token_redirect(&self, location: &str) -> Response<Body> {
-        let Authenticator::Token(auth) = &self.authenticator else {
+        let Authenticator::Token(auth) = &*self.authenticator else {
             return Response::new(body::empty());
         };
         let secure = if self.external_scheme == "https" {

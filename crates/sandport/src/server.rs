@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,68 @@ use crate::proxy::Gateway;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub header_read_timeout: Duration,
+    /// Connection cap of each worker.
     pub max_connections: usize,
+}
+
+/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, one per worker (the kernel spreads
+/// connections over them). With port 0, all take the port the first one got.
+pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<TcpSocket>> {
+    let mut addr = addr;
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// Runs one accept loop per socket, each on its own OS thread with a single-threaded runtime
+/// and its own gateway (so its own upstream pool): a request is accepted, proxied and answered
+/// on one thread, with no hand-offs between threads. Each runtime stays up until `stopped`
+/// fires, so the connections it serves can drain.
+pub fn spawn_workers(
+    sockets: Vec<TcpSocket>,
+    make_gateway: Arc<dyn Fn() -> Gateway + Send + Sync>,
+    config: &Config,
+    tls: Option<TlsAcceptor>,
+    signals: &Shutdown,
+    stopped: &CancellationToken,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(index, socket)| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (make_gateway, config, tls) =
+                (Arc::clone(&make_gateway), config.clone(), tls.clone());
+            let (signals, stopped) = (signals.clone(), stopped.clone());
+            std::thread::Builder::new()
+                .name(format!("sandport-worker-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match socket.listen(1024) {
+                            Ok(listener) => {
+                                serve(listener, Arc::new(make_gateway()), config, tls, signals)
+                                    .await;
+                            }
+                            Err(error) => tracing::error!(%error, "worker cannot listen"),
+                        }
+                        stopped.cancelled().await;
+                    });
+                })
+        })
+        .collect()
 }
 
 /// Signals for the drain: `shutdown` stops accepting and asks connections to finish their

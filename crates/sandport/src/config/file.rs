@@ -35,6 +35,8 @@ pub struct ServerSection {
     pub header_read_timeout_secs: u64,
     pub max_connections: usize,
     pub shutdown_grace_secs: u64,
+    /// Worker threads, each with its own runtime, listener and upstream pool; 0 = one per core.
+    pub workers: usize,
 }
 
 impl Default for ServerSection {
@@ -47,6 +49,7 @@ impl Default for ServerSection {
             header_read_timeout_secs: 15,
             max_connections: 10_000,
             shutdown_grace_secs: 20,
+            workers: 0,
         }
     }
 }
