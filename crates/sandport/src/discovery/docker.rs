@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::labels::sandbox_from_summary;
-use super::{Event, Sandbox, Store, CONVERSATION_LABEL};
+use super::{Event, Sandbox, SandboxState, Store, CONVERSATION_LABEL};
 use crate::metrics;
 
 /// Docker backend settings.
@@ -143,15 +143,24 @@ impl Session<'_> {
         let mut events = docker.events(Some(options));
         let mut reconcile = tokio::time::interval(self.config.reconcile_interval);
         reconcile.tick().await;
+        let mut rechecks = Rechecks::default();
         loop {
+            let recheck_at = rechecks.due();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 event = events.next() => match event {
-                    Some(Ok(event)) => self.handle(&docker, event).await?,
+                    Some(Ok(event)) => self.handle(&docker, event, &mut rechecks).await?,
                     Some(Err(error)) => return Err(error.into()),
                     None => return Err(DockerError::StreamEnded),
                 },
                 _ = reconcile.tick() => self.resync(&docker, "reconcile").await?,
+                () = tokio::time::sleep_until(recheck_at.into()), if !rechecks.is_empty() => {
+                    for container_id in rechecks.take() {
+                        ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => "recheck")
+                            .increment(1);
+                        self.refresh(&docker, &container_id).await?;
+                    }
+                }
             }
         }
     }
@@ -164,19 +173,56 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn handle(&self, docker: &Docker, event: EventMessage) -> Result<(), DockerError> {
+    /// Applies one event. Docker emits an event before its list view always reflects it, so
+    /// state changes the event itself proves (pause, unpause, die, destroy) are applied from
+    /// the event; everything else re-lists the container, and is re-listed once more shortly
+    /// after in case the view lagged.
+    async fn handle(
+        &self,
+        docker: &Docker,
+        event: EventMessage,
+        rechecks: &mut Rechecks,
+    ) -> Result<(), DockerError> {
         let Some(container_id) = self.relevant_container(&event) else {
             return Ok(());
         };
         let action = event.action.as_deref().unwrap_or("");
-        ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => action_label(action))
-            .increment(1);
-        let mut found = list(docker, self.config, Some(&container_id)).await?;
+        let label = action_label(action);
+        ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => label).increment(1);
+        let proven = match label {
+            "pause" => Some(SandboxState::Paused),
+            "unpause" => Some(SandboxState::Running),
+            "die" => Some(SandboxState::Stopped),
+            _ => None,
+        };
+        if label == "destroy" {
+            self.store.apply(Event::Removed { container_id });
+            return Ok(());
+        }
+        if let Some(state) = proven {
+            if let Some(known) = self.store.snapshot().get(&container_id) {
+                let mut sandbox = (*known).clone();
+                sandbox.state = state;
+                tracing::debug!(action, container = %container_id, ?state, "discovery event");
+                self.store.apply(Event::Upserted(sandbox));
+                return Ok(());
+            }
+        }
+        self.refresh(docker, &container_id).await?;
+        rechecks.schedule(container_id);
+        Ok(())
+    }
+
+    /// Re-lists one container and stores what Docker says about it.
+    async fn refresh(&self, docker: &Docker, container_id: &str) -> Result<(), DockerError> {
+        let mut found = list(docker, self.config, Some(container_id)).await?;
         let update = match found.pop() {
             Some(sandbox) => Event::Upserted(sandbox),
-            None => Event::Removed { container_id },
+            None => Event::Removed {
+                container_id: container_id.to_owned(),
+            },
         };
-        tracing::debug!(action, ?update, "discovery event");
+        tracing::debug!(?update, "discovery refresh");
         self.store.apply(update);
         Ok(())
     }
@@ -207,6 +253,36 @@ impl Session<'_> {
             }
             _ => None,
         }
+    }
+}
+
+/// Containers to re-list once more shortly after an event (Docker's list view can lag
+/// behind its events by a few milliseconds).
+#[derive(Debug, Default)]
+struct Rechecks {
+    due: Option<Instant>,
+    containers: std::collections::BTreeSet<String>,
+}
+
+impl Rechecks {
+    const DELAY: Duration = Duration::from_millis(250);
+
+    fn schedule(&mut self, container_id: String) {
+        self.due.get_or_insert_with(|| Instant::now() + Self::DELAY);
+        self.containers.insert(container_id);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+
+    fn due(&self) -> Instant {
+        self.due.unwrap_or_else(|| Instant::now() + Self::DELAY)
+    }
+
+    fn take(&mut self) -> Vec<String> {
+        self.due = None;
+        std::mem::take(&mut self.containers).into_iter().collect()
     }
 }
 

@@ -100,6 +100,10 @@ impl Table {
         }
     }
 
+    pub fn get(&self, container_id: &str) -> Option<Arc<Sandbox>> {
+        self.containers.get(container_id).cloned()
+    }
+
     pub fn contains(&self, container_id: &str) -> bool {
         self.containers.contains_key(container_id)
     }
