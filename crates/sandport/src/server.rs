@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -33,32 +33,26 @@ pub struct Config {
     pub max_connections: usize,
 }
 
-/// Binds `count` sockets to `addr` with `SO_REUSEPORT`, one per worker (the kernel spreads
-/// connections over them). With port 0, all take the port the first one got.
-pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<TcpSocket>> {
-    let mut addr = addr;
-    let mut sockets = Vec::with_capacity(count);
-    for _ in 0..count.max(1) {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(addr)?;
-        addr = socket.local_addr()?;
-        sockets.push(socket);
+/// Binds the listener once and hands each worker its own handle to it. Every worker accepts
+/// from the same queue; unlike `SO_REUSEPORT`, a port already in use fails here instead of
+/// being silently shared with another process.
+pub fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let mut listeners = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        listeners.push(listener.try_clone()?);
     }
-    Ok(sockets)
+    listeners.push(listener);
+    Ok(listeners)
 }
 
-/// Runs one accept loop per socket, each on its own OS thread with a single-threaded runtime
-/// and its own gateway (so its own upstream pool): a request is accepted, proxied and answered
-/// on one thread, with no hand-offs between threads. Each runtime stays up until `stopped`
-/// fires, so the connections it serves can drain.
+/// Runs one accept loop per listener handle, each on its own OS thread with a single-threaded
+/// runtime and its own gateway (so its own upstream pool): a request is accepted, proxied and
+/// answered on one thread, with no hand-offs between threads. Each runtime stays up until
+/// `stopped` fires, so the connections it serves can drain.
 pub fn spawn_workers(
-    sockets: Vec<TcpSocket>,
+    sockets: Vec<std::net::TcpListener>,
     make_gateway: Arc<dyn Fn() -> Gateway + Send + Sync>,
     config: &Config,
     tls: Option<TlsAcceptor>,
@@ -79,7 +73,7 @@ pub fn spawn_workers(
                 .name(format!("sandport-worker-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        match socket.listen(1024) {
+                        match TcpListener::from_std(socket) {
                             Ok(listener) => {
                                 serve(listener, Arc::new(make_gateway()), config, tls, signals)
                                     .await;

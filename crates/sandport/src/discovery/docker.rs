@@ -166,9 +166,9 @@ impl Session<'_> {
     }
 
     async fn resync(&self, docker: &Docker, cause: &'static str) -> Result<(), DockerError> {
+        ::metrics::counter!(metrics::DISCOVERY_RESYNCS, "cause" => cause).increment(1);
         let sandboxes = list(docker, self.config, None).await?;
         tracing::info!(sandboxes = sandboxes.len(), cause, "sandbox table synced");
-        ::metrics::counter!(metrics::DISCOVERY_RESYNCS, "cause" => cause).increment(1);
         self.store.apply(Event::Restarted(sandboxes));
         Ok(())
     }

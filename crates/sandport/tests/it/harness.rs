@@ -13,6 +13,10 @@ pub const TOKEN: &str = "integration-test-token-0123456789";
 /// A running `sandport serve` with its own config file, killed on drop.
 pub struct Gateway {
     child: Child,
+    /// Everything the gateway wrote to stderr so far, drained by a thread: an undrained pipe
+    /// fills up and blocks the gateway's logging.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
@@ -42,7 +46,7 @@ impl Gateway {
         );
         let config_path = dir.path().join("sandport.toml");
         std::fs::write(&config_path, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sandport"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandport"))
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("SANDPORT_LOG_LEVEL", "info")
@@ -50,8 +54,24 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = std::sync::Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
         let mut gateway = Gateway {
             child,
+            stderr,
+            stderr_reader: Some(stderr_reader),
             addr,
             admin,
             _dir: dir,
@@ -64,13 +84,7 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(self.admin).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let mut stderr = String::new();
-                let _ = self
-                    .child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr);
+                let stderr = self.stderr_text();
                 panic!("sandport exited with {status}: {stderr}");
             }
             assert!(Instant::now() < deadline, "sandport did not start");
@@ -90,6 +104,16 @@ impl Gateway {
             assert!(Instant::now() < deadline, "sandport never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// What the gateway wrote to stderr; once it has exited, all of it.
+    fn stderr_text(&mut self) -> String {
+        if self.child.try_wait().ok().flatten().is_some() {
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
+        }
+        self.stderr.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {
@@ -119,14 +143,7 @@ impl Gateway {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                let _ = self
-                    .child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr);
-                return (started.elapsed(), status, stderr);
+                return (started.elapsed(), status, self.stderr_text());
             }
             assert!(
                 started.elapsed() < limit,
@@ -154,6 +171,15 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the gateway said.
+        if std::thread::panicking() {
+            let text = self.stderr_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- sandport stderr (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
