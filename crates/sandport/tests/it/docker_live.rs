@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{docker_config, get, labelled_sandbox, runtime_host, send, Gateway, TOKEN};
 
@@ -250,17 +250,7 @@ async fn websocket_and_sse_stream_through_both_forms() {
         } else {
             "/__sandbox/ws-headers".into()
         };
-        let mut request = format!("ws://{}{path}", gw.addr)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert("host", host.parse().unwrap());
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        let (mut ws, response) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .unwrap();
+        let (mut ws, response) = crate::harness::websocket(gw.addr, &host, &path).await;
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         let first = ws.next().await.unwrap().unwrap().into_text().unwrap();
         let echo: serde_json::Value = serde_json::from_str(&first).unwrap();

@@ -327,3 +327,24 @@ pub async fn labelled_sandbox(
         .unwrap();
     container
 }
+
+/// Opens a WebSocket through the gateway at `addr` to `path` on `host`, with sandport's token.
+pub async fn websocket(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap()
+}

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use sandport_testkit::sandbox_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{Gateway, TOKEN};
 
@@ -140,17 +140,7 @@ async fn sigterm_ends_open_websockets_at_the_grace_deadline() {
         upstream.port(),
         gw.addr.port()
     );
-    let mut request = format!("ws://{}/__sandbox/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert("host", host.parse().unwrap());
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .unwrap();
+    let (mut ws, _) = crate::harness::websocket(gw.addr, &host, "/__sandbox/ws").await;
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
 
