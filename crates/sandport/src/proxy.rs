@@ -526,15 +526,16 @@ fn redeem_runtime_session(oidc: &oidc::Oidc, query: &str, host_name: &str) -> Re
 }
 
 impl Gateway {
-    /// Token mode: when runtime hosts live under the base domain (and it has a dot: a bare
-    /// `localhost` cannot carry cookies to subdomains), one cookie on the base domain serves the
+    /// Token mode: when runtime hosts live under the base domain (and it has a dot and is not
+    /// an IP address: neither can carry cookies to subdomains), one cookie on the base domain serves the
     /// app and every runtime host, so the app's pages can call their runtimes (WebSocket,
     /// fetch) as same-site requests. sandport strips it before forwarding, sandbox responses
     /// cannot set it, and it is HttpOnly.
     fn token_cookie_domain(&self) -> String {
         let base = &self.rewrite.base_domain;
         let covers_runtimes = self.routing.runtime_domain.ends_with(&format!(".{base}"));
-        if covers_runtimes && base.contains('.') {
+        let is_ip = base.parse::<IpAddr>().is_ok();
+        if covers_runtimes && base.contains('.') && !is_ip {
             format!("; Domain={base}")
         } else {
             String::new()
