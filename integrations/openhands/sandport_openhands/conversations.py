@@ -25,7 +25,7 @@ import logging
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, AsyncGenerator
+from typing import Any, AsyncGenerator, Callable
 from uuid import UUID
 
 from fastapi import Request
@@ -79,6 +79,17 @@ def metadata_key(user_id: str, conversation_id: UUID) -> str:
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# Sort order → (key, descending).
+_ORDERINGS: dict[AppConversationSortOrder, tuple[Callable[[AppConversationInfo], Any], bool]] = {
+    AppConversationSortOrder.CREATED_AT: (lambda i: _aware(i.created_at), False),
+    AppConversationSortOrder.CREATED_AT_DESC: (lambda i: _aware(i.created_at), True),
+    AppConversationSortOrder.UPDATED_AT: (lambda i: _aware(i.updated_at), False),
+    AppConversationSortOrder.UPDATED_AT_DESC: (lambda i: _aware(i.updated_at), True),
+    AppConversationSortOrder.TITLE: (lambda i: i.title or '', False),
+    AppConversationSortOrder.TITLE_DESC: (lambda i: i.title or '', True),
+}
 
 
 @dataclass
@@ -243,30 +254,10 @@ class UserScopedAppConversationInfoService(AppConversationInfoService):
             if r.info.parent_conversation_id is not None:
                 by_parent.setdefault(r.info.parent_conversation_id, []).append(r.info.id)
 
-        if sort_order in (
-            AppConversationSortOrder.CREATED_AT,
-            AppConversationSortOrder.CREATED_AT_DESC,
-        ):
-            items.sort(
-                key=lambda i: _aware(i.created_at),
-                reverse=sort_order == AppConversationSortOrder.CREATED_AT_DESC,
-            )
-        elif sort_order in (
-            AppConversationSortOrder.UPDATED_AT,
-            AppConversationSortOrder.UPDATED_AT_DESC,
-        ):
-            items.sort(
-                key=lambda i: _aware(i.updated_at),
-                reverse=sort_order == AppConversationSortOrder.UPDATED_AT_DESC,
-            )
-        elif sort_order in (
-            AppConversationSortOrder.TITLE,
-            AppConversationSortOrder.TITLE_DESC,
-        ):
-            items.sort(
-                key=lambda i: i.title or '',
-                reverse=sort_order == AppConversationSortOrder.TITLE_DESC,
-            )
+        ordering = _ORDERINGS.get(sort_order)
+        if ordering is not None:
+            key, reverse = ordering
+            items.sort(key=key, reverse=reverse)
 
         try:
             offset = max(int(page_id), 0) if page_id is not None else 0
