@@ -177,7 +177,7 @@ fn gateway_factory(
         authenticator: Arc::clone(&authenticator),
         store: Arc::clone(&store),
         system_ports: system_ports.clone(),
-        client: forward::client(connect_timeout),
+        client: forward::Client::new(connect_timeout),
         app_authority: app_authority.clone(),
         external_scheme: external_scheme.clone(),
         body_limit,

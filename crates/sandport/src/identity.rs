@@ -106,7 +106,7 @@ impl Authenticator {
             Authenticator::TrustedHeader(rule) => found(rule.authenticate(headers, peer)),
             Authenticator::Oidc(oidc) => match host {
                 HostKind::Runtime(name) => found(oidc.authenticate_runtime(headers, name)),
-                HostKind::App => match oidc.authenticate(headers).await {
+                HostKind::App => match Box::pin(oidc.authenticate(headers)).await {
                     oidc::AppAuth::Authenticated {
                         principal,
                         set_cookies,

@@ -11,6 +11,8 @@ pub const REQUESTS: &str = "sandport_requests_total";
 pub const ERRORS: &str = "sandport_errors_total";
 /// Time from sending a request upstream to its response headers, by `route`.
 pub const UPSTREAM_SECONDS: &str = "sandport_upstream_response_seconds";
+/// Upstream connections opened (each worker keeps its own idle connections for reuse).
+pub const UPSTREAM_CONNECTIONS: &str = "sandport_upstream_connections_total";
 /// Docker events that touched the sandbox table, by `action`.
 pub const DISCOVERY_EVENTS: &str = "sandport_discovery_events_total";
 /// Full resynchronisations of the sandbox table, by `cause` (start, reconcile, reconnect).

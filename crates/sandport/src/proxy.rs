@@ -137,7 +137,12 @@ impl Gateway {
             record.decision = "sandport_endpoint";
             return Ok(response);
         }
-        let own_origin = format!("{}://{}", self.external_scheme, host.authority);
+        // Only a request with an `Origin` header is checked against it.
+        let own_origin = if on_runtime_host && request.headers().contains_key(header::ORIGIN) {
+            format!("{}://{}", self.external_scheme, host.authority)
+        } else {
+            String::new()
+        };
         let allowed_origins: &[&str] = if on_runtime_host {
             &[&app_origin, &own_origin]
         } else {
@@ -183,24 +188,22 @@ impl Gateway {
                 record.conversation = Some(target.conversation.to_string());
                 record.port = Some(target.port);
                 let Some(principal) = principal else {
-                    return self
-                        .unauthenticated(
-                            &request,
-                            &host,
-                            &path_and_query,
-                            &app_origin,
-                            on_runtime_host,
-                        )
-                        .await;
+                    return Box::pin(self.unauthenticated(
+                        &request,
+                        &host,
+                        &path_and_query,
+                        &app_origin,
+                        on_runtime_host,
+                    ))
+                    .await;
                 };
                 let addr = self.resolve(&principal, &target)?;
-                let authority = addr.to_string();
-                let uri = upstream_uri(&authority, &target.upstream_target)?;
-                record.upstream = Some(authority);
+                let uri = origin_form(&target.upstream_target)?;
+                let authority = record.upstream.insert(addr.to_string());
                 let upstream = Upstream::Sandbox(target.conversation.clone());
                 let request_origin = request.headers().get(http::header::ORIGIN).cloned();
                 let response = self
-                    .forward(request, uri, &upstream, &host, peer, None)
+                    .forward(request, (authority, uri), &upstream, &host, peer, None)
                     .await?;
                 let mut response = rewrite::shape_sandbox(
                     &self.rewrite,
@@ -221,16 +224,21 @@ impl Gateway {
             }
             Target::App => {
                 if principal.is_none() && self.authenticator.app_requires_principal() {
-                    return self
-                        .unauthenticated(&request, &host, &path_and_query, &app_origin, false)
-                        .await;
+                    return Box::pin(self.unauthenticated(
+                        &request,
+                        &host,
+                        &path_and_query,
+                        &app_origin,
+                        false,
+                    ))
+                    .await;
                 }
                 record.upstream = Some(self.app_authority.to_string());
-                let uri = upstream_uri(self.app_authority.as_str(), &path_and_query)?;
+                let uri = origin_form(&path_and_query)?;
                 let response = self
                     .forward(
                         request,
-                        uri,
+                        (self.app_authority.as_str(), uri),
                         &Upstream::App,
                         &host,
                         peer,
@@ -256,7 +264,6 @@ impl Gateway {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
-        let origin = format!("{}://{}", self.external_scheme, host.authority);
         let oidc = match &*self.authenticator {
             Authenticator::Oidc(oidc) => Some(oidc.as_ref()),
             _ => None,
@@ -276,26 +283,33 @@ impl Gateway {
                 }
             }
             Target::Runtime(_) => Ok(None),
-            Target::App => match (oidc, path) {
-                (Some(oidc), oidc::CALLBACK_PATH) => {
-                    Ok(Some(oidc.callback(&origin, query, request.headers()).await))
-                }
-                (Some(oidc), oidc::LOGOUT_PATH) => {
-                    Ok(Some(oidc.logout(&origin, request.headers()).await))
-                }
-                (Some(oidc), oidc::REFRESH_PATH) => Ok(Some(
-                    oidc.refresh_endpoint(request.method(), request.headers())
-                        .await,
-                )),
-                (Some(oidc), oidc::RUNTIME_AUTH_PATH) => self
-                    .start_runtime_session(oidc, request, &origin, path_and_query, query)
+            Target::App => {
+                let Some(oidc) = oidc else {
+                    return own_asset(path);
+                };
+                let origin = format!("{}://{}", self.external_scheme, host.authority);
+                match path {
+                    oidc::CALLBACK_PATH => Ok(Some(
+                        Box::pin(oidc.callback(&origin, query, request.headers())).await,
+                    )),
+                    oidc::LOGOUT_PATH => Ok(Some(
+                        Box::pin(oidc.logout(&origin, request.headers())).await,
+                    )),
+                    oidc::REFRESH_PATH => Ok(Some(
+                        Box::pin(oidc.refresh_endpoint(request.method(), request.headers())).await,
+                    )),
+                    oidc::RUNTIME_AUTH_PATH => Box::pin(self.start_runtime_session(
+                        oidc,
+                        request,
+                        &origin,
+                        path_and_query,
+                        query,
+                    ))
                     .await
                     .map(Some),
-                _ if path.starts_with(rewrite::ASSET_PREFIX) => rewrite::asset(path)
-                    .map(Some)
-                    .ok_or(ProxyError::UnknownAsset),
-                _ => Ok(None),
-            },
+                    _ => own_asset(path),
+                }
+            }
         }
     }
 
@@ -408,10 +422,11 @@ impl Gateway {
         Ok(SocketAddr::new(ip, port))
     }
 
+    /// Sends the request to `upstream_target` (an authority and an origin-form target).
     async fn forward(
         &self,
         mut request: Request<Incoming>,
-        uri: Uri,
+        (authority, uri): (&str, Uri),
         upstream: &Upstream,
         host: &PublicHost,
         peer: IpAddr,
@@ -445,8 +460,14 @@ impl Gateway {
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, body::limited(incoming, self.body_limit));
         let started = Instant::now();
-        let mut response =
-            forward::send(&self.client, upstream_request, self.idle_timeout, upstream).await?;
+        let mut response = forward::send(
+            &self.client,
+            authority,
+            upstream_request,
+            self.idle_timeout,
+            upstream,
+        )
+        .await?;
         let route = if matches!(upstream, Upstream::App) {
             "app"
         } else {
@@ -472,7 +493,7 @@ impl Gateway {
             );
         }
         headers::prepare_downstream(response.headers_mut(), switching);
-        Ok(response.map(body::incoming))
+        Ok(response)
     }
 
     /// Sets the token cookie and sends the browser to the same URL without the token.
@@ -501,6 +522,17 @@ impl Gateway {
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
+    }
+}
+
+/// The browser script and its siblings, served on the app host.
+fn own_asset(path: &str) -> Result<Option<Response<Body>>, ProxyError> {
+    if path.starts_with(rewrite::ASSET_PREFIX) {
+        rewrite::asset(path)
+            .map(Some)
+            .ok_or(ProxyError::UnknownAsset)
+    } else {
+        Ok(None)
     }
 }
 
@@ -582,12 +614,9 @@ fn public_host<B>(request: &Request<B>) -> Result<PublicHost, ProxyError> {
     })
 }
 
-fn upstream_uri(authority: &str, path_and_query: &str) -> Result<Uri, ProxyError> {
-    Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
+/// The request-target sent upstream: origin-form, as HTTP/1.1 to an origin server wants it.
+fn origin_form(path_and_query: &str) -> Result<Uri, ProxyError> {
+    Uri::try_from(path_and_query)
         .map_err(|_| ProxyError::BadRequest("request-target cannot be forwarded"))
 }
 

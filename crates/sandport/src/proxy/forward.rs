@@ -1,54 +1,304 @@
-//! Sending a request upstream over the shared, pooled client.
+//! Sending a request upstream: one HTTP/1.1 client per worker, keeping idle keep-alive
+//! connections by authority.
+//!
+//! Why not hyper-util's pooled client: it is built to be shared between threads and spawns a
+//! task per request to hand the connection back to its pool. Each worker here owns its client,
+//! and a connection goes back to the pool the moment its response body has ended (the
+//! [`PooledBody`] wrapper), with no task and no cross-thread handoff.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use super::body::{is_limit_error, Body};
-use crate::error::{ProxyError, Upstream};
+use super::body::{self, is_limit_error, Body};
+use crate::error::{BoxError, ProxyError, Upstream};
+use crate::metrics;
 
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+/// How long an unused connection is kept.
+const IDLE_EXPIRY: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream authority; more are closed when they come back.
+const MAX_IDLE_PER_AUTHORITY: usize = 256;
 
-/// Builds the upstream client: plain HTTP/1.1 to IP literals, pooled, with a connect timeout.
-pub fn client(connect_timeout: Duration) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+/// The upstream client of one worker. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct Client {
+    pool: Arc<Pool>,
 }
 
-/// Sends `request` and waits at most `idle_timeout` for the response headers.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("connect_timeout", &self.pool.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pool {
+    connect_timeout: Duration,
+    /// Idle senders by authority, the most recently used last.
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+impl Idle {
+    fn usable(&self, now: Instant) -> bool {
+        self.sender.is_ready() && now.duration_since(self.since) < IDLE_EXPIRY
+    }
+}
+
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Vec<Idle>>> {
+        // The map holds no invariant a panic could break halfway.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn checkout(&self, authority: &str) -> Option<http1::SendRequest<Body>> {
+        let now = Instant::now();
+        let mut idle = self.idle();
+        let senders = idle.get_mut(authority)?;
+        while let Some(candidate) = senders.pop() {
+            if candidate.usable(now) {
+                return Some(candidate.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, authority: Box<str>, sender: http1::SendRequest<Body>) {
+        // A sender that is not ready is still sending a request body or is closing.
+        if !sender.is_ready() {
+            return;
+        }
+        let mut idle = self.idle();
+        let senders = idle.entry(authority).or_default();
+        if senders.len() < MAX_IDLE_PER_AUTHORITY {
+            senders.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops expired and closed connections, and authorities left with none.
+    fn sweep(&self) {
+        let now = Instant::now();
+        self.idle().retain(|_, senders| {
+            senders.retain(|idle| idle.usable(now));
+            !senders.is_empty()
+        });
+    }
+}
+
+impl Client {
+    /// A client whose connection attempts give up after `connect_timeout`. Inside a Tokio
+    /// runtime it also starts the task that closes connections idle for a minute.
+    pub fn new(connect_timeout: Duration) -> Self {
+        let pool = Arc::new(Pool {
+            connect_timeout,
+            idle: Mutex::default(),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep_until_dropped(Arc::downgrade(&pool)));
+        }
+        Self { pool }
+    }
+
+    /// Sends `request` (origin-form target, `Host` already set) to `authority` on an idle
+    /// connection, or a new one. A request an idle connection refused before sending any of
+    /// it (the upstream closed it at that moment) is sent again on a new connection.
+    async fn request(
+        &self,
+        authority: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, SendError> {
+        let request = match self.pool.checkout(authority) {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.pooled(authority, sender, response)),
+                Err(mut error) => match error.take_message() {
+                    Some(request) => request,
+                    None => return Err(SendError::Http(error.into_error())),
+                },
+            },
+            None => request,
+        };
+        // Boxed: the connect path is rare and its future large; the common path stays small.
+        let mut sender = Box::pin(self.connect(authority)).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(SendError::Http)?;
+        Ok(self.pooled(authority, sender, response))
+    }
+
+    async fn connect(&self, authority: &str) -> Result<http1::SendRequest<Body>, SendError> {
+        let stream = tokio::time::timeout(self.pool.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| SendError::Connect("connect timed out".into()))?
+            .map_err(|error| SendError::Connect(error.into()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| SendError::Connect(error.into()))?;
+        ::metrics::counter!(metrics::UPSTREAM_CONNECTIONS).increment(1);
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Wraps the response body so that its connection returns to the pool when it ends. A
+    /// connection that switched protocols belongs to its tunnel and is never pooled.
+    fn pooled(
+        &self,
+        authority: &str,
+        sender: http1::SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<Body> {
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return response.map(body::incoming);
+        }
+        let checkin = Checkin {
+            pool: Arc::downgrade(&self.pool),
+            authority: authority.into(),
+            sender,
+        };
+        response.map(|incoming| {
+            PooledBody::new(incoming, checkin)
+                .map_err(BoxError::from)
+                .boxed_unsync()
+        })
+    }
+}
+
+enum SendError {
+    Connect(BoxError),
+    Http(hyper::Error),
+}
+
+/// Sends `request` to `authority` and waits at most `idle_timeout` for the response headers.
 pub async fn send(
     client: &Client,
-    request: http::Request<Body>,
+    authority: &str,
+    request: Request<Body>,
     idle_timeout: Duration,
     upstream: &Upstream,
-) -> Result<http::Response<Incoming>, ProxyError> {
-    let response = tokio::time::timeout(idle_timeout, client.request(request))
+) -> Result<Response<Body>, ProxyError> {
+    let response = tokio::time::timeout(idle_timeout, client.request(authority, request))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout {
             upstream: upstream.clone(),
         })?;
-    response.map_err(|error| {
-        if is_limit_error(&error) {
-            ProxyError::BodyTooLarge
-        } else if error.is_connect() {
-            ProxyError::UpstreamUnreachable {
-                upstream: upstream.clone(),
-                source: error.into(),
-            }
-        } else {
-            ProxyError::UpstreamFailed {
-                upstream: upstream.clone(),
-                source: error.into(),
+    response.map_err(|error| match error {
+        SendError::Connect(source) => ProxyError::UpstreamUnreachable {
+            upstream: upstream.clone(),
+            source,
+        },
+        SendError::Http(error) if is_limit_error(&error) => ProxyError::BodyTooLarge,
+        SendError::Http(error) => ProxyError::UpstreamFailed {
+            upstream: upstream.clone(),
+            source: error.into(),
+        },
+    })
+}
+
+async fn sweep_until_dropped(pool: Weak<Pool>) {
+    let mut ticks = tokio::time::interval(IDLE_EXPIRY / 2);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(),
+            None => return,
+        }
+    }
+}
+
+/// A connection waiting for its response body to end.
+struct Checkin {
+    pool: Weak<Pool>,
+    authority: Box<str>,
+    sender: http1::SendRequest<Body>,
+}
+
+/// A response body that hands its connection back to the pool once it has been read to the
+/// end. Dropped earlier, the connection is dropped with it (it cannot carry another request
+/// before the rest of this body is read).
+struct PooledBody {
+    body: Incoming,
+    checkin: Option<Checkin>,
+    ended: bool,
+}
+
+impl PooledBody {
+    fn new(body: Incoming, checkin: Checkin) -> Self {
+        Self {
+            body,
+            checkin: Some(checkin),
+            ended: false,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            if let Some(pool) = checkin.pool.upgrade() {
+                pool.checkin(checkin.authority, checkin.sender);
             }
         }
-    })
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            None => {
+                this.ended = true;
+                this.release();
+            }
+            Some(Err(_)) => this.checkin = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A server skips polling a body that reports its end (HEAD, 204, a read-out length).
+        if self.is_end_stream() {
+            self.release();
+        }
+    }
 }

@@ -23,3 +23,5 @@ mod oidc;
 mod shaping;
 /// The static backend, without Docker: routing, identity, streaming, limits, listeners.
 mod static_backend;
+/// Upstream connections: reuse across requests, abandoned bodies, upstream closes.
+mod upstream;

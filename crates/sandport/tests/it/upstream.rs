@@ -1,0 +1,180 @@
+//! Upstream connections: kept and reused across requests of every body shape, never reused
+//! once the upstream has closed them.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use sandport_testkit::sandbox_server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{send, send_body, Gateway, TOKEN};
+
+const OWNED: &str = "0123456789abcdef0123456789abcdef";
+const CONNECTIONS: &str = "sandport_upstream_connections_total";
+
+/// One worker, so that every client connection shares one upstream pool.
+async fn gateway_to(upstream: SocketAddr) -> Gateway {
+    let config = format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n\
+         [identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n\
+         [discovery]\nbackend = \"static\"\n\
+         [[discovery.sandboxes]]\nconversation_id = \"{OWNED}\"\nuser_id = \"alice\"\naddress = \"{}\"\n",
+        upstream.ip()
+    );
+    let gateway = Gateway::start_with_server_keys(&config, "workers = 1");
+    gateway.wait_ready().await;
+    gateway
+}
+
+fn runtime_request(
+    gw: &Gateway,
+    method: Method,
+    port: u16,
+    target: &str,
+) -> http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(format!("/runtime/{OWNED}/{port}{target}"))
+        .header("host", format!("sandport.test:{}", gw.addr.port()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+}
+
+#[tokio::test]
+async fn one_connection_serves_sequential_requests_of_every_body_shape() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = gateway_to(upstream).await;
+    let port = upstream.port();
+    let cases: [(Method, &str, &[u8], StatusCode); 7] = [
+        (
+            Method::GET,
+            "/__sandbox/status?code=200",
+            b"",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/__sandbox/status?code=204",
+            b"",
+            StatusCode::NO_CONTENT,
+        ),
+        (
+            Method::HEAD,
+            "/__sandbox/status?code=200",
+            b"",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/__sandbox/download?bytes=300000",
+            b"",
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/__sandbox/sse?n=3&interval_ms=1",
+            b"",
+            StatusCode::OK,
+        ),
+        (Method::POST, "/echo", b"a request body", StatusCode::OK),
+        (
+            Method::GET,
+            "/__sandbox/status?code=404",
+            b"",
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for round in 0..3 {
+        for (method, target, body, status) in &cases {
+            let request = runtime_request(&gw, method.clone(), port, target);
+            let reply = send_body(gw.addr, request, Bytes::from_static(body))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, *status, "round {round}: {method} {target}");
+        }
+    }
+    assert_eq!(
+        gw.metric(CONNECTIONS, "").await,
+        1.0,
+        "21 sequential requests should share one upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn a_body_abandoned_midway_takes_its_connection_with_it() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = gateway_to(upstream).await;
+    let port = upstream.port();
+    // The client reads the head of a large download and hangs up.
+    {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "GET /runtime/{OWNED}/{port}/__sandbox/download?bytes=50000000 HTTP/1.1\r\n\
+             host: sandport.test:{}\r\nauthorization: Bearer {TOKEN}\r\n\r\n",
+            gw.addr.port()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut buffer = [0u8; 4096];
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+    }
+    // The next request gets a clean connection, not one with half a body still in it.
+    let reply = send(
+        gw.addr,
+        runtime_request(&gw, Method::GET, port, "/__sandbox/status?code=200"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "status 200");
+    assert_eq!(gw.metric(CONNECTIONS, "").await, 2.0);
+}
+
+/// An upstream that promises keep-alive and then closes every connection after one response.
+async fn closing_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                let _ = stream.write_all(response.as_bytes()).await;
+                // Closed without `Connection: close`, as a server timing out an idle
+                // keep-alive connection does.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn connections_the_upstream_closed_are_not_reused() {
+    let upstream = closing_upstream().await;
+    let gw = gateway_to(upstream).await;
+    for attempt in 0..5 {
+        let reply = send(
+            gw.addr,
+            runtime_request(&gw, Method::GET, upstream.port(), "/"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "attempt {attempt}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.text(), "ok");
+        // Let the close reach the gateway before the next request.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.metric(CONNECTIONS, "").await, 5.0);
+}
