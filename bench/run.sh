@@ -9,6 +9,7 @@
 #   BENCH_CONNECTIONS  wrk connections                         (default 64)
 #   BENCH_THREADS      wrk threads                             (default 2)
 #   BENCH_WARMUP       warm-up seconds per target, discarded   (default 2)
+#   BENCH_ROUNDS       rounds; each measures every target once (default 3)
 #   BENCH_PATH         upstream path measured                  (default /__sandbox/status?code=200)
 #   BENCH_NO_BUILD=1   use the existing release binaries instead of running cargo build
 #
@@ -23,6 +24,7 @@ DURATION="${BENCH_DURATION:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 WARMUP="${BENCH_WARMUP:-2}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 BENCH_PATH="${BENCH_PATH:-/__sandbox/status?code=200}"
 CONVERSATION="0123456789abcdef0123456789abcdef"
 TOKEN="bench-token-0123456789abcdef"
@@ -226,12 +228,15 @@ to_ms() {
 }
 
 CLK_TCK="$(getconf CLK_TCK)"
-declare -A RPS P50 P99 CPU_US
+# Per target, the space-separated values of every round.
+declare -A RPS_ROUNDS P50_ROUNDS P99_ROUNDS CPU_ROUNDS RATIO_ROUNDS
+# Per target, the median over the rounds.
+declare -A RPS P50 P99 CPU_US RATIO
 
 # measure NAME URL PIDS...: warm up, run wrk, record req/s, p50, p99 and CPU per request of PIDS.
 measure() {
-    local name="$1" url="$2"
-    shift 2
+    local name="$1" url="$2" round="$3"
+    shift 3
     local pids=("$@")
     log "$name: warm-up ${WARMUP}s"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${AUTH[@]}" "$url" >/dev/null
@@ -240,27 +245,51 @@ measure() {
     before="$(cpu_ticks "${pids[@]}")"
     out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${AUTH[@]}" "$url")"
     after="$(cpu_ticks "${pids[@]}")"
-    printf '%s\n' "$out" >"$WORK/wrk-$name.txt"
+    printf '%s\n' "$out" >"$WORK/wrk-$name-$round.txt"
     if grep -q 'Non-2xx or 3xx responses' <<<"$out"; then
         printf '%s\n' "$out" >&2
         die "$name answered errors under load"
     fi
     local requests
     requests="$(awk '/requests in/ {print $1}' <<<"$out")"
-    RPS[$name]="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")"
-    P50[$name]="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
-    P99[$name]="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
-    CPU_US[$name]="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
-        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
-    log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms"
+    local rps p50 p99 cpu
+    rps="$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")"
+    p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+    p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+    cpu="$(awk -v t="$((after - before))" -v hz="$CLK_TCK" -v n="$requests" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "0" }')"
+    RPS_ROUNDS[$name]+="$rps "
+    P50_ROUNDS[$name]+="$p50 "
+    P99_ROUNDS[$name]+="$p99 "
+    CPU_ROUNDS[$name]+="$cpu "
+    LAST_RPS="$rps"
+    log "$name (round $round): $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu µs CPU per request"
 }
 
+median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
 read -r LOAD_BEFORE _ < /proc/loadavg
-# shellcheck disable=SC2046
-measure direct "$DIRECT_URL" "$UPSTREAM_PID"
-measure sandport "$SANDPORT_URL" "$SANDPORT_PID"
-# shellcheck disable=SC2046
-measure nginx "$NGINX_URL" $(nginx_workers)
+# The targets take turns, round after round, so that a slow spell of the machine lands on all
+# of them; each ratio compares runs a few seconds apart, and the medians are reported.
+for round in $(seq 1 "$ROUNDS"); do
+    measure direct "$DIRECT_URL" "$round" "$UPSTREAM_PID"
+    direct_rps="$LAST_RPS"
+    measure sandport "$SANDPORT_URL" "$round" "$SANDPORT_PID"
+    sandport_rps="$LAST_RPS"
+    # shellcheck disable=SC2046
+    measure nginx "$NGINX_URL" "$round" $(nginx_workers)
+    RATIO_ROUNDS[direct]+="$(awk -v a="$direct_rps" -v b="$LAST_RPS" 'BEGIN { printf "%.3f", a / b }') "
+    RATIO_ROUNDS[sandport]+="$(awk -v a="$sandport_rps" -v b="$LAST_RPS" 'BEGIN { printf "%.3f", a / b }') "
+done
+for name in direct sandport nginx; do
+    RPS[$name]="$(median "${RPS_ROUNDS[$name]}")"
+    P50[$name]="$(median "${P50_ROUNDS[$name]}")"
+    P99[$name]="$(median "${P99_ROUNDS[$name]}")"
+    CPU_US[$name]="$(median "${CPU_ROUNDS[$name]}")"
+done
+RATIO[direct]="$(median "${RATIO_ROUNDS[direct]}")"
+RATIO[sandport]="$(median "${RATIO_ROUNDS[sandport]}")"
 
 SANDPORT_HWM="$(status_kb VmHWM "$SANDPORT_PID")"
 SANDPORT_RSS="$(status_kb VmRSS "$SANDPORT_PID")"
@@ -295,11 +324,11 @@ TABLE="$(
     printf '|---|---:|---:|---:|---:|---:|---:|\n'
     printf '| upstream directly | %s | %s ms | %s ms | - | %s µs | %s |\n' \
         "${RPS[direct]}" "${P50[direct]}" "${P99[direct]}" "${CPU_US[direct]}" \
-        "$(ratio "${RPS[direct]}" "${RPS[nginx]}")"
+        "$(ratio "${RATIO[direct]}" 1)"
     printf '| sandport | %s | %s ms | %s ms | %s (peak %s) | %s µs | %s |\n' \
         "${RPS[sandport]}" "${P50[sandport]}" "${P99[sandport]}" \
         "$(mib "$SANDPORT_RSS")" "$(mib "$SANDPORT_HWM")" "${CPU_US[sandport]}" \
-        "$(ratio "${RPS[sandport]}" "${RPS[nginx]}")"
+        "$(ratio "${RATIO[sandport]}" 1)"
     printf '| nginx proxy_pass | %s | %s ms | %s ms | %s (peak %s, %s workers) | %s µs | 1.00× |\n' \
         "${RPS[nginx]}" "${P50[nginx]}" "${P99[nginx]}" \
         "$(mib "$NGINX_RSS")" "$(mib "$NGINX_HWM")" "$NGINX_WORKER_COUNT" "${CPU_US[nginx]}"
@@ -314,15 +343,24 @@ RESULT="$ROOT/bench/results/$STAMP-$HOST.md"
         "$CORES" "$CPU_MODEL" "$KERNEL" "$LOAD_BEFORE"
     printf -- '- sandport %s; %s; wrk %s.\n' \
         "$SANDPORT_VERSION" "$NGINX_VERSION" "$WRK_VERSION"
-    printf -- '- Load: `wrk -t%s -c%s -d%ss --latency` after a %ss warm-up, each target in turn; path `%s`.\n' \
-        "$THREADS" "$CONNECTIONS" "$DURATION" "$WARMUP" "$BENCH_PATH"
+    printf -- '- Load: `wrk -t%s -c%s -d%ss --latency` after a %ss warm-up, each target in turn, %s rounds; path `%s`.\n' \
+        "$THREADS" "$CONNECTIONS" "$DURATION" "$WARMUP" "$ROUNDS" "$BENCH_PATH"
+    printf -- '- Figures are medians over the rounds; a ratio is the median of the per-round ratios (each against the nginx run of the same round).\n'
+    printf -- '- Per round (req/s): direct %s; sandport %s; nginx %s. Ratios of sandport to nginx: %s.\n' \
+        "${RPS_ROUNDS[direct]% }" "${RPS_ROUNDS[sandport]% }" "${RPS_ROUNDS[nginx]% }" \
+        "${RATIO_ROUNDS[sandport]% }"
+    printf -- '- CPU per request per round (µs): sandport %s; nginx %s.\n' \
+        "${CPU_ROUNDS[sandport]% }" "${CPU_ROUNDS[nginx]% }"
     printf -- '- sandport: path form `/runtime/{id}/{port}...`, token identity, static discovery, log level warn.\n'
     printf -- '- RSS after the run (VmRSS, peak VmHWM); nginx summed over its workers (master: %s).\n' \
         "$(mib "$NGINX_MASTER_RSS")"
     printf -- '- CPU per request: user+system CPU time of the measured server process(es) during the run, divided by the requests served.\n'
     printf '\n## wrk output\n'
-    for name in direct sandport nginx; do
-        printf '\n### %s\n\n```\n%s\n```\n' "$name" "$(cat "$WORK/wrk-$name.txt")"
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in direct sandport nginx; do
+            printf '\n### %s, round %s\n\n```\n%s\n```\n' \
+                "$name" "$round" "$(cat "$WORK/wrk-$name-$round.txt")"
+        done
     done
 } >"$RESULT"
 
