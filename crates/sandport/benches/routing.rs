@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use sandport::discovery::{Event, PortMapping, Sandbox, SandboxState, Store};
 use sandport::identity::{Authenticator, Secret, TokenAuth};
-use sandport::proxy::headers::{prepare_upstream, Forwarding};
+use sandport::proxy::headers::{prepare_upstream, Forwarding, Peer};
 use sandport::routing;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -158,11 +158,13 @@ fn bench_headers(c: &mut Criterion) {
         token: Secret::new(TOKEN.to_owned()),
         user_id: "bench".to_owned(),
     });
+    let peer = Peer::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+    let public_authority = HeaderValue::from_static("app.example.com");
     let forwarding = Forwarding {
-        peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+        peer: &peer,
         keep_forwarded_chain: false,
         external_scheme: "https",
-        public_authority: "app.example.com",
+        public_authority: &public_authority,
         websocket: false,
         app_principal: None,
         app_assertion: None,

@@ -59,12 +59,12 @@ pub async fn run(
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         count => count,
     };
-    let sockets = server::bind_workers(listen, workers)
+    let listener = server::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let admin_listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
-    let listen = sockets[0].local_addr()?;
+    let listen = listener.local_addr()?;
     if let Authenticator::Token(auth) = &authenticator {
         if config.identity.token.is_none() && config.identity.token_file.is_none() {
             announce_token(&config, listen.port(), auth.token.expose());
@@ -102,17 +102,23 @@ pub async fn run(
     let signals = server::Shutdown::default();
     let server_config = server::Config {
         header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
-        max_connections: config.server.max_connections.div_ceil(workers),
+        max_connections: config.server.max_connections,
     };
     let stopped = CancellationToken::new();
-    let threads = server::spawn_workers(
-        sockets,
+    let (worker_handles, threads) = server::spawn_workers(
+        workers,
         make_gateway,
         &server_config,
         tls.clone(),
         &signals,
         &stopped,
     )?;
+    tokio::spawn(server::accept(
+        listener,
+        worker_handles,
+        server_config.max_connections,
+        signals.clone(),
+    ));
     tracing::info!(%listen, admin = %admin_addr, workers, tls = tls.is_some(), "sandport listening");
     shutdown_signal.await;
 
@@ -186,6 +192,7 @@ fn gateway_factory(
         tunnel_cancel: tunnel_cancel.clone(),
         rewrite: rewrite.clone(),
         assertion_key: assertion_key.clone(),
+        metrics: crate::metrics::RequestMetrics::new(),
     }))
 }
 

@@ -83,6 +83,8 @@ pub struct RequestKind {
     pub cors_probe: bool,
 }
 
+const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+
 impl RequestKind {
     pub fn of(headers: &http::HeaderMap) -> Self {
         let text = |name| {
@@ -90,8 +92,8 @@ impl RequestKind {
                 .get(name)
                 .and_then(|v: &HeaderValue| v.to_str().ok())
         };
-        let fetch_mode = text("sec-fetch-mode");
-        let accept = text("accept").unwrap_or("");
+        let fetch_mode = text(SEC_FETCH_MODE);
+        let accept = text(header::ACCEPT).unwrap_or("");
         Self {
             navigation: fetch_mode == Some("navigate")
                 || (fetch_mode.is_none() && accept.contains("text/html")),

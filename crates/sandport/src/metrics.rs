@@ -3,6 +3,9 @@
 //! Labels come from small fixed sets (route kind, status code, reason, call, action); never
 //! from conversation ids, users, paths or tokens, which belong in logs.
 
+use std::sync::{Mutex, PoisonError};
+
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by `route` (app, runtime_path, runtime_host, internal) and `status`.
@@ -25,7 +28,7 @@ pub const REWRITE_SKIPPED: &str = "sandport_rewrite_skipped_total";
 pub const JWKS_FETCH_FAILURES: &str = "sandport_jwks_fetch_failures_total";
 /// WebSocket tunnels currently open.
 pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
-/// Client connections currently open.
+/// Client connections currently open, by `worker` (its index).
 pub const CONNECTIONS_OPEN: &str = "sandport_connections_open";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -74,5 +77,60 @@ pub fn status_label(status: http::StatusCode) -> &'static str {
             4 => "4xx",
             _ => "5xx",
         },
+    }
+}
+
+/// Per-request metric handles of one worker. The `metrics` macros build and hash their label
+/// set on every call; these handles are looked up once and then only incremented.
+pub struct RequestMetrics {
+    /// `REQUESTS` by (route, status), registered on first use.
+    requests: Mutex<Vec<(&'static str, &'static str, Counter)>>,
+    upstream_app: Histogram,
+    upstream_runtime: Histogram,
+}
+
+impl RequestMetrics {
+    pub fn new() -> Self {
+        Self {
+            requests: Mutex::default(),
+            upstream_app: metrics::histogram!(UPSTREAM_SECONDS, "route" => "app"),
+            upstream_runtime: metrics::histogram!(UPSTREAM_SECONDS, "route" => "runtime"),
+        }
+    }
+
+    pub fn request(&self, route: &'static str, status: &'static str) {
+        // Nothing a panic could leave half-done: the list only grows.
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, _, counter)) = requests
+            .iter()
+            .find(|(r, s, _)| *r == route && *s == status)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(REQUESTS, "route" => route, "status" => status);
+        counter.increment(1);
+        requests.push((route, status, counter));
+    }
+
+    /// Records the time to an upstream's response headers.
+    pub fn upstream(&self, app: bool, seconds: f64) {
+        if app {
+            self.upstream_app.record(seconds);
+        } else {
+            self.upstream_runtime.record(seconds);
+        }
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
     }
 }

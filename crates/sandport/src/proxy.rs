@@ -29,6 +29,7 @@ use crate::rewrite;
 use crate::routing::{self, Target};
 use body::Body;
 use headers::Forwarding;
+pub use headers::Peer;
 
 /// Everything the pipeline needs, built once at start.
 #[derive(Debug)]
@@ -49,11 +50,14 @@ pub struct Gateway {
     pub rewrite: rewrite::Config,
     /// Signs the identity assertion sent to the app, when configured.
     pub assertion_key: Option<crate::identity::session::SigningKey>,
+    pub metrics: metrics::RequestMetrics,
 }
 
-/// What one request did, for its log line.
+/// What one request did, for its log line. The strings are filled only when the access log
+/// is on (`log`).
 #[derive(Debug, Default)]
 struct Record {
+    log: bool,
     route: &'static str,
     conversation: Option<String>,
     port: Option<u16>,
@@ -65,6 +69,8 @@ struct Record {
 /// The public host of a request: the authority as sent, and its lowercased host name.
 struct PublicHost {
     authority: String,
+    /// `authority` as a header value, for `Host` and `X-Forwarded-Host` upstream.
+    header: HeaderValue,
     name: String,
     /// The port browsers use, when the authority names one.
     port: Option<u16>,
@@ -72,16 +78,17 @@ struct PublicHost {
 
 impl Gateway {
     /// Handles one request end to end. Never fails: errors become responses.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         let kind = RequestKind::of(request.headers());
         let mut record = Record {
+            log: tracing::enabled!(target: "sandport::access", tracing::Level::INFO),
             route: "app",
             decision: "forward",
             ..Record::default()
         };
-        let response = match self.process(request, peer.ip(), &mut record).await {
+        let response = match self.process(request, peer, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 record.decision = error.reason();
@@ -89,12 +96,8 @@ impl Gateway {
             }
         };
         let status = response.status();
-        ::metrics::counter!(
-            metrics::REQUESTS,
-            "route" => record.route,
-            "status" => metrics::status_label(status)
-        )
-        .increment(1);
+        self.metrics
+            .request(record.route, metrics::status_label(status));
         tracing::info!(
             target: "sandport::access",
             method = %method,
@@ -114,7 +117,7 @@ impl Gateway {
     async fn process(
         &self,
         request: Request<Incoming>,
-        peer: IpAddr,
+        peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<Body>, ProxyError> {
         let host = public_host(&request)?;
@@ -164,7 +167,7 @@ impl Gateway {
         let method = request.method().clone();
         let (principal, refreshed) = match self
             .authenticator
-            .authenticate(request.headers(), &path_and_query, peer, host_kind)
+            .authenticate(request.headers(), &path_and_query, peer.ip, host_kind)
             .await
         {
             Authentication::TokenInQuery { location } => {
@@ -178,14 +181,18 @@ impl Gateway {
             } => (Some(principal), set_cookies),
             Authentication::Anonymous => (None, Vec::new()),
         };
-        record.user = principal.as_ref().map(|p| p.user_id.clone());
+        if record.log {
+            record.user = principal.as_ref().map(|p| p.user_id.clone());
+        }
         let response = match target {
             Target::Runtime(target) => {
                 record.route = match target.form {
                     routing::Form::Path => "runtime_path",
                     routing::Form::Host => "runtime_host",
                 };
-                record.conversation = Some(target.conversation.to_string());
+                if record.log {
+                    record.conversation = Some(target.conversation.to_string());
+                }
                 record.port = Some(target.port);
                 let Some(principal) = principal else {
                     return Box::pin(self.unauthenticated(
@@ -233,7 +240,9 @@ impl Gateway {
                     ))
                     .await;
                 }
-                record.upstream = Some(self.app_authority.to_string());
+                if record.log {
+                    record.upstream = Some(self.app_authority.to_string());
+                }
                 let uri = origin_form(&path_and_query)?;
                 let response = self
                     .forward(
@@ -429,7 +438,7 @@ impl Gateway {
         (authority, uri): (&str, Uri),
         upstream: &Upstream,
         host: &PublicHost,
-        peer: IpAddr,
+        peer: &Peer,
         app_principal: Option<&Principal>,
     ) -> Result<Response<Body>, ProxyError> {
         let websocket = request.method() == http::Method::GET
@@ -447,9 +456,9 @@ impl Gateway {
                 });
         let forwarding = Forwarding {
             peer,
-            keep_forwarded_chain: self.authenticator.is_trusted_peer(peer),
+            keep_forwarded_chain: self.authenticator.is_trusted_peer(peer.ip),
             external_scheme: &self.external_scheme,
-            public_authority: &host.authority,
+            public_authority: &host.header,
             websocket,
             app_principal,
             app_assertion: assertion.as_deref(),
@@ -468,13 +477,10 @@ impl Gateway {
             upstream,
         )
         .await?;
-        let route = if matches!(upstream, Upstream::App) {
-            "app"
-        } else {
-            "runtime"
-        };
-        ::metrics::histogram!(metrics::UPSTREAM_SECONDS, "route" => route)
-            .record(started.elapsed().as_secs_f64());
+        self.metrics.upstream(
+            matches!(upstream, Upstream::App),
+            started.elapsed().as_secs_f64(),
+        );
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             let Some(downstream_upgrade) = downstream_upgrade else {
@@ -584,21 +590,25 @@ fn public_host<B>(request: &Request<B>) -> Result<PublicHost, ProxyError> {
     if hosts.next().is_some() {
         return Err(ProxyError::BadRequest("several Host headers"));
     }
-    let host_header = host_header
+    let host_text = host_header
         .map(|value| {
             value
                 .to_str()
                 .map_err(|_| ProxyError::BadRequest("Host is not text"))
         })
         .transpose()?;
-    let authority = match (request.uri().authority(), host_header) {
-        (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => {
+    let (authority, header) = match (request.uri().authority(), host_text.zip(host_header)) {
+        (Some(authority), Some((host, _))) if !authority.as_str().eq_ignore_ascii_case(host) => {
             return Err(ProxyError::BadRequest(
                 "Host differs from the request-target",
             ));
         }
-        (Some(authority), _) => authority.as_str().to_owned(),
-        (None, Some(host)) => host.to_owned(),
+        (Some(authority), _) => {
+            let header = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| ProxyError::BadRequest("Host is not text"))?;
+            (authority.as_str().to_owned(), header)
+        }
+        (None, Some((host, value))) => (host.to_owned(), value.clone()),
         (None, None) => return Err(ProxyError::BadRequest("no Host")),
     };
     let parsed: http::uri::Authority = authority
@@ -611,6 +621,7 @@ fn public_host<B>(request: &Request<B>) -> Result<PublicHost, ProxyError> {
         name: parsed.host().to_ascii_lowercase(),
         port: parsed.port_u16(),
         authority,
+        header,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod headers;
 pub mod html;
 pub mod local_url;
 
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -62,10 +63,33 @@ pub struct Config {
 impl Config {
     /// The app's origin as browsers see it.
     pub fn app_origin(&self, public_port: Option<u16>) -> String {
-        match public_port {
-            Some(port) => format!("{}://{}:{port}", self.scheme, self.base_domain),
-            None => format!("{}://{}", self.scheme, self.base_domain),
+        let mut origin = String::with_capacity(self.scheme.len() + self.base_domain.len() + 9);
+        self.push_app_origin(&mut origin, public_port);
+        origin
+    }
+
+    // Built with pushes rather than `format!`: this runs on every request.
+    fn push_app_origin(&self, out: &mut String, public_port: Option<u16>) {
+        out.push_str(&self.scheme);
+        out.push_str("://");
+        out.push_str(&self.base_domain);
+        if let Some(port) = public_port {
+            // Writing to a String cannot fail.
+            let _ = write!(out, ":{port}");
         }
+    }
+
+    /// The `Content-Security-Policy` of sandbox responses: `frame-ancestors 'self'`, the app
+    /// origin and the configured extra origins.
+    pub fn frame_ancestors_policy(&self, public_port: Option<u16>) -> Option<HeaderValue> {
+        let mut policy = String::with_capacity(96);
+        policy.push_str("frame-ancestors 'self' ");
+        self.push_app_origin(&mut policy, public_port);
+        for origin in &self.frame_ancestors {
+            policy.push(' ');
+            policy.push_str(origin);
+        }
+        HeaderValue::try_from(policy).ok()
     }
 
     fn script_tag(&self) -> String {
@@ -116,23 +140,18 @@ pub fn shape_sandbox(
     conversation: ConversationId,
     public_port: Option<u16>,
 ) -> Response<Body> {
-    let urls = RuntimeUrls {
+    let urls = || RuntimeUrls {
         scheme: config.scheme.clone(),
         runtime_domain: config.runtime_domain.clone(),
         public_port,
-        conversation,
+        conversation: conversation.clone(),
     };
-    let mut ancestors = format!("'self' {}", config.app_origin(public_port));
-    for origin in &config.frame_ancestors {
-        ancestors.push(' ');
-        ancestors.push_str(origin);
-    }
     let (mut parts, body) = response.into_parts();
     headers::shape_sandbox_headers(
         &mut parts.headers,
         &headers::SandboxShape {
             urls: &urls,
-            frame_ancestors: &ancestors,
+            frame_ancestors: config.frame_ancestors_policy(public_port),
             secure: config.scheme == "https",
         },
     );
@@ -143,7 +162,7 @@ pub fn shape_sandbox(
         match decode::decoded(body, &mut parts.headers) {
             Ok(body) => {
                 prepare_rewritten_headers(&mut parts.headers);
-                html::rewrite(body, vec![html::Edit::RewriteLocalUrls(urls)])
+                html::rewrite(body, vec![html::Edit::RewriteLocalUrls(urls())])
             }
             Err(body) => body,
         }

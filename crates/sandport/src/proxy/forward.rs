@@ -47,7 +47,7 @@ impl std::fmt::Debug for Client {
 struct Pool {
     connect_timeout: Duration,
     /// Idle senders by authority, the most recently used last.
-    idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
 }
 
 struct Idle {
@@ -62,24 +62,26 @@ impl Idle {
 }
 
 impl Pool {
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Vec<Idle>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Idle>>> {
         // The map holds no invariant a panic could break halfway.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self, authority: &str) -> Option<http1::SendRequest<Body>> {
+    /// An idle connection to `authority`, with the pool's key for it.
+    fn checkout(&self, authority: &str) -> Option<(Arc<str>, http1::SendRequest<Body>)> {
         let now = Instant::now();
         let mut idle = self.idle();
+        let key = Arc::clone(idle.get_key_value(authority)?.0);
         let senders = idle.get_mut(authority)?;
         while let Some(candidate) = senders.pop() {
             if candidate.usable(now) {
-                return Some(candidate.sender);
+                return Some((key, candidate.sender));
             }
         }
         None
     }
 
-    fn checkin(&self, authority: Box<str>, sender: http1::SendRequest<Body>) {
+    fn checkin(&self, authority: Arc<str>, sender: http1::SendRequest<Body>) {
         // A sender that is not ready is still sending a request body or is closing.
         if !sender.is_ready() {
             return;
@@ -127,8 +129,8 @@ impl Client {
         request: Request<Body>,
     ) -> Result<Response<Body>, SendError> {
         let request = match self.pool.checkout(authority) {
-            Some(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.pooled(authority, sender, response)),
+            Some((key, mut sender)) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.pooled(key, sender, response)),
                 Err(mut error) => match error.take_message() {
                     Some(request) => request,
                     None => return Err(SendError::Http(error.into_error())),
@@ -142,7 +144,7 @@ impl Client {
             .send_request(request)
             .await
             .map_err(SendError::Http)?;
-        Ok(self.pooled(authority, sender, response))
+        Ok(self.pooled(authority.into(), sender, response))
     }
 
     async fn connect(&self, authority: &str) -> Result<http1::SendRequest<Body>, SendError> {
@@ -167,7 +169,7 @@ impl Client {
     /// connection that switched protocols belongs to its tunnel and is never pooled.
     fn pooled(
         &self,
-        authority: &str,
+        authority: Arc<str>,
         sender: http1::SendRequest<Body>,
         response: Response<Incoming>,
     ) -> Response<Body> {
@@ -176,7 +178,7 @@ impl Client {
         }
         let checkin = Checkin {
             pool: Arc::downgrade(&self.pool),
-            authority: authority.into(),
+            authority,
             sender,
         };
         response.map(|incoming| {
@@ -233,7 +235,7 @@ async fn sweep_until_dropped(pool: Weak<Pool>) {
 /// A connection waiting for its response body to end.
 struct Checkin {
     pool: Weak<Pool>,
-    authority: Box<str>,
+    authority: Arc<str>,
     sender: http1::SendRequest<Body>,
 }
 

@@ -26,15 +26,36 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The client at the other end of a connection, described once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    /// `ip` as a header value, for `X-Forwarded-For`.
+    pub header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Self {
+        let header = HeaderValue::try_from(ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, header }
+    }
+}
+
 /// What the upstream request needs to know about the downstream one.
 #[derive(Debug)]
 pub struct Forwarding<'a> {
-    pub peer: IpAddr,
+    pub peer: &'a Peer,
     /// Keep the client's `X-Forwarded-For` chain (only when the peer is a trusted proxy).
     pub keep_forwarded_chain: bool,
     pub external_scheme: &'a str,
     /// The public authority as the client sent it (`Host` or the `:authority`).
-    pub public_authority: &'a str,
+    pub public_authority: &'a HeaderValue,
     pub websocket: bool,
     /// Set for the app upstream only: the identity it receives.
     pub app_principal: Option<&'a Principal>,
@@ -100,6 +121,10 @@ fn wants_trailers(headers: &HeaderMap) -> bool {
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few names a request has, instead of a lookup per hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         remove_named_in_connection(headers);
     }
@@ -143,33 +168,34 @@ fn strip_identity(headers: &mut HeaderMap, auth: &Authenticator) {
 }
 
 fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
-    let peer = forwarding.peer.to_string();
+    let peer = &forwarding.peer.header;
     let chain = forwarding
         .keep_forwarded_chain
         .then(|| {
             let earlier: Vec<&str> = headers
-                .get_all("x-forwarded-for")
+                .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|value| value.to_str().ok())
                 .collect();
-            (!earlier.is_empty()).then(|| format!("{}, {peer}", earlier.join(", ")))
+            let peer = peer.to_str().ok()?;
+            let chain = format!("{}, {peer}", earlier.join(", "));
+            (!earlier.is_empty()).then(|| HeaderValue::try_from(chain).ok())?
         })
         .flatten()
-        .unwrap_or(peer);
+        .unwrap_or_else(|| peer.clone());
     let kept_proto = forwarding
         .keep_forwarded_chain
-        .then(|| headers.get("x-forwarded-proto").cloned())
+        .then(|| headers.get(&X_FORWARDED_PROTO).cloned())
         .flatten();
-    headers.remove("forwarded");
-    insert_text(headers, "x-forwarded-for", &chain);
-    match kept_proto {
-        Some(proto) => {
-            headers.insert("x-forwarded-proto", proto);
-        }
-        None => insert_text(headers, "x-forwarded-proto", forwarding.external_scheme),
-    }
-    insert_text(headers, "x-forwarded-host", forwarding.public_authority);
-    insert_text(headers, "host", forwarding.public_authority);
+    headers.remove(FORWARDED);
+    headers.insert(X_FORWARDED_FOR, chain);
+    let proto = kept_proto.unwrap_or_else(|| match forwarding.external_scheme {
+        "https" => HeaderValue::from_static("https"),
+        _ => HeaderValue::from_static("http"),
+    });
+    headers.insert(X_FORWARDED_PROTO, proto);
+    headers.insert(X_FORWARDED_HOST, forwarding.public_authority.clone());
+    headers.insert(header::HOST, forwarding.public_authority.clone());
 }
 
 fn set_identity(headers: &mut HeaderMap, principal: &Principal) {

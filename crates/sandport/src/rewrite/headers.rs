@@ -18,11 +18,11 @@ const RESERVED_COOKIES: &[&str] = &["id_token", "refresh_token"];
 const RESERVED_COOKIE_PREFIX: &str = "sandport";
 
 /// Settings for shaping one sandbox response.
-#[derive(Debug)]
 pub struct SandboxShape<'a> {
-    pub urls: &'a RuntimeUrls,
-    /// The `frame-ancestors` source list (already including `'self'` and the app origin).
-    pub frame_ancestors: &'a str,
+    /// Builds the runtime URLs; called only when a `Location` or `Refresh` header is present.
+    pub urls: &'a dyn Fn() -> RuntimeUrls,
+    /// The `Content-Security-Policy` value: `frame-ancestors` with `'self'` and the app origin.
+    pub frame_ancestors: Option<HeaderValue>,
     /// Whether browsers reach sandport over https (cookies then get `Secure`).
     pub secure: bool,
 }
@@ -37,8 +37,8 @@ pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) 
         header::REFERRER_POLICY,
         HeaderValue::from_static("strict-origin-when-cross-origin"),
     );
-    if let Ok(csp) = HeaderValue::from_str(&format!("frame-ancestors {}", shape.frame_ancestors)) {
-        headers.append(header::CONTENT_SECURITY_POLICY, csp);
+    if let Some(csp) = &shape.frame_ancestors {
+        headers.append(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
     let cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
@@ -56,8 +56,10 @@ pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) 
             headers.append(header::SET_COOKIE, isolated);
         }
     }
-    rewrite_header(headers, header::LOCATION, |v| shape.urls.rewrite(v));
-    rewrite_header(headers, header::REFRESH, |v| shape.urls.rewrite_refresh(v));
+    rewrite_header(headers, header::LOCATION, |v| (shape.urls)().rewrite(v));
+    rewrite_header(headers, header::REFRESH, |v| {
+        (shape.urls)().rewrite_refresh(v)
+    });
 }
 
 fn rewrite_header(
@@ -172,8 +174,10 @@ mod tests {
             conversation: ConversationId::parse("7c15e423fbd44f8f8bf483a481daa4d9").unwrap(),
         };
         let shape = SandboxShape {
-            urls: &urls,
-            frame_ancestors: "'self' https://example.com",
+            urls: &|| urls.clone(),
+            frame_ancestors: Some(HeaderValue::from_static(
+                "frame-ancestors 'self' https://example.com",
+            )),
             secure: true,
         };
         let mut headers = HeaderMap::new();

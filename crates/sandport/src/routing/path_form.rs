@@ -26,10 +26,13 @@ fn parse_after_prefix(rest: &str, query: Option<&str>) -> Result<RuntimeTarget, 
         None => (rest, "/"),
     };
     let port = parse_port(port).ok_or(RouteError::MalformedRuntimePath)?;
-    let upstream_target = match query {
-        Some(query) => format!("{upstream_path}?{query}"),
-        None => upstream_path.to_owned(),
-    };
+    let mut upstream_target =
+        String::with_capacity(upstream_path.len() + query.map_or(0, |q| q.len() + 1));
+    upstream_target.push_str(upstream_path);
+    if let Some(query) = query {
+        upstream_target.push('?');
+        upstream_target.push_str(query);
+    }
     Ok(RuntimeTarget {
         form: Form::Path,
         conversation,

@@ -197,3 +197,31 @@ async fn json_access_log_has_one_line_per_request() {
     assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(!stderr.contains(TOKEN), "the token reached the log");
 }
+
+#[tokio::test]
+async fn new_connections_go_to_the_least_loaded_worker() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start_with_server_keys(&static_config(upstream, ""), "workers = 2");
+    gw.wait_ready().await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut sender = crate::harness::connect::<Empty<Bytes>>(gw.addr).await;
+        let request = http::Request::get(format!("/runtime/{CID}/{}/", upstream.port()))
+            .header("host", "sandport.test")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // Kept open: each connection stays on its worker.
+        clients.push(sender);
+    }
+    let open = "sandport_connections_open";
+    assert_eq!(gw.metric(open, "worker=\"0\"").await, 4.0);
+    assert_eq!(gw.metric(open, "worker=\"1\"").await, 4.0);
+    drop(clients);
+    crate::harness::eventually("connections closed", Duration::from_secs(5), || async {
+        gw.metric(open, "").await == 0.0
+    })
+    .await;
+}

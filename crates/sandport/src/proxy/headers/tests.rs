@@ -21,12 +21,16 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     headers
 }
 
+static PEER: std::sync::LazyLock<Peer> =
+    std::sync::LazyLock::new(|| Peer::new("192.0.2.7".parse().unwrap()));
+static PUBLIC_AUTHORITY: HeaderValue = HeaderValue::from_static("5000-x.runtime.example.com");
+
 fn forwarding(websocket: bool) -> Forwarding<'static> {
     Forwarding {
-        peer: "192.0.2.7".parse().unwrap(),
+        peer: &PEER,
         keep_forwarded_chain: false,
         external_scheme: "https",
-        public_authority: "5000-x.runtime.example.com",
+        public_authority: &PUBLIC_AUTHORITY,
         websocket,
         app_principal: None,
         app_assertion: None,
