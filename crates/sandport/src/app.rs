@@ -113,14 +113,22 @@ pub async fn run(
         &signals,
         &stopped,
     )?;
-    tokio::spawn(server::accept(
+    let mut acceptor = tokio::spawn(server::accept(
         listener,
         worker_handles,
         server_config.max_connections,
         signals.clone(),
     ));
     tracing::info!(%listen, admin = %admin_addr, workers, tls = tls.is_some(), "sandport listening");
-    shutdown_signal.await;
+    // The acceptor ends on its own only when it cannot go on (the listener failed, no worker
+    // is left): then the process drains and exits with an error rather than stay up deaf.
+    let acceptor_failed = tokio::select! {
+        () = shutdown_signal => false,
+        _ = &mut acceptor => {
+            tracing::error!("the acceptor stopped; shutting down");
+            true
+        }
+    };
 
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     tracing::info!(grace_secs = grace.as_secs(), "draining");
@@ -155,6 +163,7 @@ pub async fn run(
     identity_cancel.cancel();
     admin_stop.cancel();
     tracing::info!("stopped");
+    anyhow::ensure!(!acceptor_failed, "the acceptor stopped before shutdown");
     Ok(())
 }
 

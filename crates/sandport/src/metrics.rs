@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Requests answered, by `route` (app, runtime_path, runtime_host, internal) and `status`.
+/// Requests answered, by `route` (app, runtime_path, runtime_host) and `status`.
 pub const REQUESTS: &str = "sandport_requests_total";
 /// Errors answered by sandport itself, by `reason` (see `error.rs`).
 pub const ERRORS: &str = "sandport_errors_total";

@@ -326,6 +326,9 @@ impl FileConfig {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
+        if self.server.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid("server.max_connections", "is too large"));
+        }
         validate_domain("routing.base_domain", &self.routing.base_domain)?;
         if let Some(domain) = &self.routing.runtime_domain {
             validate_domain("routing.runtime_domain", domain)?;

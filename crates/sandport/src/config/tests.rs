@@ -113,6 +113,11 @@ fn errors_name_the_bad_key() {
         ("[server]\nlisen = \"x\"\n", &[], "lisen"),
         ("[sever]\n", &[], "sever"),
         ("[server]\nlisten = \"nowhere\"\n", &[], "server.listen"),
+        (
+            "[server]\nmax_connections = 4000000000000000000\n",
+            &[],
+            "server.max_connections",
+        ),
         ("[app]\nupstream = \"https://x\"\n", &[], "app.upstream"),
         (
             "[routing]\nbase_domain = \"a..b\"\n",
