@@ -15,88 +15,26 @@
 
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=instructions
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 DURATION="${BENCH_DURATION:-8}"
-CONVERSATION="0123456789abcdef0123456789abcdef"
-TOKEN="bench-token-0123456789abcdef"
 
-log() { printf 'instructions: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+install_missing valgrind wrk
+release_binaries
 
-missing=()
-command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]} from Debian"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-    log "building release binaries"
-    (cd "$ROOT" && cargo build --release --quiet -p sandport --bin sandport \
-        && cargo build --release --quiet -p sandport-testkit --bin sandbox-server)
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SANDPORT_BIN="$TARGET_DIR/release/sandport"
-UPSTREAM_BIN="$TARGET_DIR/release/sandbox-server"
-[ -x "$SANDPORT_BIN" ] && [ -x "$UPSTREAM_BIN" ] || die "missing release binaries in $TARGET_DIR"
-
-WORK="$(mktemp -d /tmp/sandport-instructions.XXXXXX)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 UPSTREAM_PORT="$(free_port)"
 SANDPORT_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
+start_upstream "$UPSTREAM_PORT"
+start_sandport "$SANDPORT_PORT" "$ADMIN_PORT" \
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out"
 
-SANDBOX_PORTS="$UPSTREAM_PORT" "$UPSTREAM_BIN" 2>"$WORK/upstream.log" &
-PIDS+=("$!")
-cat >"$WORK/sandport.toml" <<EOF
-[server]
-listen = "127.0.0.1:$SANDPORT_PORT"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[identity]
-mode = "token"
-token = "$TOKEN"
-user_id = "bench"
-[discovery]
-backend = "static"
-[[discovery.sandboxes]]
-conversation_id = "$CONVERSATION"
-user_id = "bench"
-address = "127.0.0.1"
-[log]
-level = "warn"
-EOF
-# Variables would override the file: drop any SANDPORT_* from the caller's environment.
-env $(env | sed -n 's/^\(SANDPORT_[A-Z0-9_]*\)=.*/-u \1/p') \
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
-    "$SANDPORT_BIN" serve --config "$WORK/sandport.toml" 2>"$WORK/sandport.log" &
-VALGRIND_PID=$!
-PIDS+=("$VALGRIND_PID")
-
-for _ in $(seq 1 150); do
-    curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/health" && break
-    sleep 0.2
-done
-URL="http://127.0.0.1:$SANDPORT_PORT/runtime/$CONVERSATION/$UPSTREAM_PORT/__sandbox/status?code=200"
-AUTH="Authorization: Bearer $TOKEN"
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$URL")" = 200 ] \
-    || die "sandport did not answer 200 (logs in $WORK)"
+# callgrind runs sandport some fifty times slower: give it time to start.
+wait_ready "http://127.0.0.1:$ADMIN_PORT/health" sandport
+URL="$(sandport_url "$SANDPORT_PORT" "$UPSTREAM_PORT" "/__sandbox/status?code=200")"
+wait_ready "$URL" sandport -H "$AUTH_HEADER"
 
 served() {
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
@@ -104,12 +42,12 @@ served() {
 }
 
 log "warm-up, then ${DURATION}s measured under callgrind"
-wrk -t1 -c8 -d2s -H "$AUTH" "$URL" >/dev/null
-callgrind_control --zero "$VALGRIND_PID" >/dev/null 2>&1
+wrk -t1 -c8 -d2s -H "$AUTH_HEADER" "$URL" >/dev/null
+callgrind_control --zero "$SANDPORT_PID" >/dev/null 2>&1
 before="$(served)"
-wrk -t1 -c8 -d"${DURATION}s" -H "$AUTH" "$URL" >/dev/null
+wrk -t1 -c8 -d"${DURATION}s" -H "$AUTH_HEADER" "$URL" >/dev/null
 after="$(served)"
-callgrind_control --dump "$VALGRIND_PID" >/dev/null 2>&1
+callgrind_control --dump "$SANDPORT_PID" >/dev/null 2>&1
 sleep 1
 # The dump taken after zeroing holds exactly the measured interval.
 dump="$(ls "$WORK"/callgrind.out.* 2>/dev/null | head -1)"

@@ -19,124 +19,27 @@
 
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=bench
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 DURATION="${BENCH_DURATION:-10}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 WARMUP="${BENCH_WARMUP:-2}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 BENCH_PATH="${BENCH_PATH:-/__sandbox/status?code=200}"
-CONVERSATION="0123456789abcdef0123456789abcdef"
-TOKEN="bench-token-0123456789abcdef"
-USER_ID="bench"
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-# --- tools --------------------------------------------------------------------------------
-
-install_missing() {
-    local missing=()
-    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing ${missing[*]} from Debian"
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-}
-install_missing
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-command -v curl >/dev/null 2>&1 || die "curl is required"
-
-if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-    log "building release binaries (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet -p sandport --bin sandport \
-        && cargo build --release --quiet -p sandport-testkit --bin sandbox-server)
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SANDPORT_BIN="$TARGET_DIR/release/sandport"
-UPSTREAM_BIN="$TARGET_DIR/release/sandbox-server"
-[ -x "$SANDPORT_BIN" ] || die "missing $SANDPORT_BIN"
-[ -x "$UPSTREAM_BIN" ] || die "missing $UPSTREAM_BIN"
-
-# --- processes and cleanup ----------------------------------------------------------------
-
-WORK="$(mktemp -d /tmp/sandport-bench.XXXXXX)"
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until GET $1 answers 200 (extra curl arguments follow).
-wait_ready() {
-    local url="$1" name="$2"
-    shift 2
-    local i
-    for i in $(seq 1 100); do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null)" = 200 ]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer 200 on $url (logs in $WORK)"
-}
+install_missing wrk nginx
+NGINX="$(command -v nginx)"
+release_binaries
 
 UPSTREAM_PORT="$(free_port)"
 SANDPORT_PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 NGINX_PORT="$(free_port)"
-
-log "upstream sandbox-server on 127.0.0.1:$UPSTREAM_PORT"
-SANDBOX_PORTS="$UPSTREAM_PORT" "$UPSTREAM_BIN" 2>"$WORK/upstream.log" &
-UPSTREAM_PID=$!
-PIDS+=("$UPSTREAM_PID")
-
-cat >"$WORK/sandport.toml" <<EOF
-[server]
-listen = "127.0.0.1:$SANDPORT_PORT"
-
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-
-[identity]
-mode = "token"
-token = "$TOKEN"
-user_id = "$USER_ID"
-
-[discovery]
-backend = "static"
-
-[[discovery.sandboxes]]
-conversation_id = "$CONVERSATION"
-user_id = "$USER_ID"
-address = "127.0.0.1"
-
-[log]
-level = "warn"
-EOF
-log "sandport on 127.0.0.1:$SANDPORT_PORT"
-# Variables would override the file: drop any SANDPORT_* from the caller's environment.
-env $(env | sed -n 's/^\(SANDPORT_[A-Z0-9_]*\)=.*/-u \1/p') \
-    "$SANDPORT_BIN" serve --config "$WORK/sandport.toml" 2>"$WORK/sandport.log" &
-SANDPORT_PID=$!
-PIDS+=("$SANDPORT_PID")
+start_upstream "$UPSTREAM_PORT"
+start_sandport "$SANDPORT_PORT" "$ADMIN_PORT"
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
@@ -177,9 +80,9 @@ log "nginx on 127.0.0.1:$NGINX_PORT"
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 
-AUTH=(-H "Authorization: Bearer $TOKEN")
+AUTH=(-H "$AUTH_HEADER")
 DIRECT_URL="http://127.0.0.1:$UPSTREAM_PORT$BENCH_PATH"
-SANDPORT_URL="http://127.0.0.1:$SANDPORT_PORT/runtime/$CONVERSATION/$UPSTREAM_PORT$BENCH_PATH"
+SANDPORT_URL="$(sandport_url "$SANDPORT_PORT" "$UPSTREAM_PORT" "$BENCH_PATH")"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT$BENCH_PATH"
 
 wait_ready "$DIRECT_URL" upstream
@@ -312,7 +215,7 @@ HOST="$(hostname)"
 STAMP="$(date -u +%Y-%m-%dT%H%M%SZ)"
 SANDPORT_VERSION="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
-    SANDPORT_VERSION="prebuilt binaries from $TARGET_DIR/release, tree at $SANDPORT_VERSION"
+    SANDPORT_VERSION="prebuilt binaries from ${SANDPORT_BIN%/sandport}, tree at $SANDPORT_VERSION"
 else
     SANDPORT_VERSION="$SANDPORT_VERSION (release build)"
 fi
