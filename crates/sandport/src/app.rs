@@ -17,7 +17,6 @@ use crate::identity::session::{CookiePolicy, SigningKey};
 use crate::identity::{jwks, jwt, oidc, provider};
 use crate::identity::{Authenticator, HeaderRule, Secret, TokenAuth, TOKEN_QUERY};
 use crate::proxy::{forward, Gateway};
-
 use crate::{metrics, routing, server};
 
 /// Runs the gateway until `shutdown_signal` completes, then drains.

@@ -142,7 +142,7 @@ impl Gateway {
         }
         // Only a request with an `Origin` header is checked against it.
         let own_origin = if on_runtime_host && request.headers().contains_key(header::ORIGIN) {
-            format!("{}://{}", self.external_scheme, host.authority)
+            self.public_origin(&host)
         } else {
             String::new()
         };
@@ -218,7 +218,7 @@ impl Gateway {
                     &method,
                     target.form,
                     target.conversation,
-                    host.port,
+                    (host.port, &app_origin),
                 );
                 if on_runtime_host {
                     edge::allow_app_origin(
@@ -296,7 +296,7 @@ impl Gateway {
                 let Some(oidc) = oidc else {
                     return own_asset(path);
                 };
-                let origin = format!("{}://{}", self.external_scheme, host.authority);
+                let origin = self.public_origin(host);
                 match path {
                     oidc::CALLBACK_PATH => Ok(Some(
                         Box::pin(oidc.callback(&origin, query, request.headers())).await,
@@ -402,7 +402,7 @@ impl Gateway {
             let location = format!("{app_origin}{}?{query}", oidc::RUNTIME_AUTH_PATH);
             return Ok(oidc::redirect(&location, &[]));
         }
-        let origin = format!("{}://{}", self.external_scheme, host.authority);
+        let origin = self.public_origin(host);
         Ok(oidc.login_redirect(&origin, path_and_query).await)
     }
 
@@ -500,6 +500,11 @@ impl Gateway {
         }
         headers::prepare_downstream(response.headers_mut(), switching);
         Ok(response)
+    }
+
+    /// The origin the client used to reach sandport.
+    fn public_origin(&self, host: &PublicHost) -> String {
+        format!("{}://{}", self.external_scheme, host.authority)
     }
 
     /// Sets the token cookie and sends the browser to the same URL without the token.

@@ -63,28 +63,24 @@ pub struct Config {
 impl Config {
     /// The app's origin as browsers see it.
     pub fn app_origin(&self, public_port: Option<u16>) -> String {
+        // Built with pushes rather than `format!`: this runs on every request.
         let mut origin = String::with_capacity(self.scheme.len() + self.base_domain.len() + 9);
-        self.push_app_origin(&mut origin, public_port);
+        origin.push_str(&self.scheme);
+        origin.push_str("://");
+        origin.push_str(&self.base_domain);
+        if let Some(port) = public_port {
+            // Writing to a String cannot fail.
+            let _ = write!(origin, ":{port}");
+        }
         origin
     }
 
-    // Built with pushes rather than `format!`: this runs on every request.
-    fn push_app_origin(&self, out: &mut String, public_port: Option<u16>) {
-        out.push_str(&self.scheme);
-        out.push_str("://");
-        out.push_str(&self.base_domain);
-        if let Some(port) = public_port {
-            // Writing to a String cannot fail.
-            let _ = write!(out, ":{port}");
-        }
-    }
-
     /// The `Content-Security-Policy` of sandbox responses: `frame-ancestors 'self'`, the app
-    /// origin and the configured extra origins.
-    pub fn frame_ancestors_policy(&self, public_port: Option<u16>) -> Option<HeaderValue> {
+    /// origin (as [`Config::app_origin`] gives it) and the configured extra origins.
+    pub fn frame_ancestors_policy(&self, app_origin: &str) -> Option<HeaderValue> {
         let mut policy = String::with_capacity(96);
         policy.push_str("frame-ancestors 'self' ");
-        self.push_app_origin(&mut policy, public_port);
+        policy.push_str(app_origin);
         for origin in &self.frame_ancestors {
             policy.push(' ');
             policy.push_str(origin);
@@ -138,7 +134,7 @@ pub fn shape_sandbox(
     method: &Method,
     form: Form,
     conversation: ConversationId,
-    public_port: Option<u16>,
+    (public_port, app_origin): (Option<u16>, &str),
 ) -> Response<Body> {
     let urls = || RuntimeUrls {
         scheme: config.scheme.clone(),
@@ -151,7 +147,7 @@ pub fn shape_sandbox(
         &mut parts.headers,
         &headers::SandboxShape {
             urls: &urls,
-            frame_ancestors: config.frame_ancestors_policy(public_port),
+            frame_ancestors: config.frame_ancestors_policy(app_origin),
             secure: config.scheme == "https",
         },
     );

@@ -111,6 +111,7 @@ pub fn spawn_workers(
     }
     Ok((workers, threads))
 }
+
 /// Signals for the drain: `shutdown` stops accepting and asks connections to finish their
 /// in-flight requests; `hard_stop` drops whatever is still open.
 #[derive(Debug, Clone, Default)]

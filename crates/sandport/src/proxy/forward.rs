@@ -30,8 +30,7 @@ const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream authority; more are closed when they come back.
 const MAX_IDLE_PER_AUTHORITY: usize = 256;
 
-/// The upstream client of one worker. Cheap to clone: clones share the pool.
-#[derive(Clone)]
+/// The upstream client of one worker.
 pub struct Client {
     pool: Arc<Pool>,
 }

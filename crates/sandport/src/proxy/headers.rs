@@ -171,16 +171,7 @@ fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     let peer = &forwarding.peer.header;
     let chain = forwarding
         .keep_forwarded_chain
-        .then(|| {
-            let earlier: Vec<&str> = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .collect();
-            let peer = peer.to_str().ok()?;
-            let chain = format!("{}, {peer}", earlier.join(", "));
-            (!earlier.is_empty()).then(|| HeaderValue::try_from(chain).ok())?
-        })
+        .then(|| extended_chain(headers, peer))
         .flatten()
         .unwrap_or_else(|| peer.clone());
     let kept_proto = forwarding
@@ -196,6 +187,20 @@ fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     headers.insert(X_FORWARDED_PROTO, proto);
     headers.insert(X_FORWARDED_HOST, forwarding.public_authority.clone());
     headers.insert(header::HOST, forwarding.public_authority.clone());
+}
+
+/// The client's `X-Forwarded-For` chain with `peer` appended; `None` when it sent none.
+fn extended_chain(headers: &HeaderMap, peer: &HeaderValue) -> Option<HeaderValue> {
+    let mut chain: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    if chain.is_empty() {
+        return None;
+    }
+    chain.push(peer.to_str().ok()?);
+    HeaderValue::try_from(chain.join(", ")).ok()
 }
 
 fn set_identity(headers: &mut HeaderMap, principal: &Principal) {
