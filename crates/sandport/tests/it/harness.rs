@@ -9,6 +9,19 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 pub const TOKEN: &str = "integration-test-token-0123456789";
+/// The one sandbox of [`static_config`], owned by `alice`.
+pub const STATIC_CONVERSATION: &str = "0123456789abcdef0123456789abcdef";
+
+/// Token mode for `alice`, static discovery with [`STATIC_CONVERSATION`] on loopback, and the
+/// app upstream at `upstream`; `extra` is appended.
+pub fn static_config(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{upstream}\"\n\
+         [identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n\
+         [discovery]\nbackend = \"static\"\n\
+         [[discovery.sandboxes]]\nconversation_id = \"{STATIC_CONVERSATION}\"\nuser_id = \"alice\"\naddress = \"127.0.0.1\"\n{extra}"
+    )
+}
 
 /// A running `sandport serve` with its own config file, killed on drop.
 pub struct Gateway {

@@ -13,18 +13,7 @@ use sandport_testkit::sandbox_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Gateway, TOKEN};
-
-const CID: &str = "0123456789abcdef0123456789abcdef";
-
-fn static_config(upstream: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{upstream}\"\n\
-         [identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n\
-         [discovery]\nbackend = \"static\"\n\
-         [[discovery.sandboxes]]\nconversation_id = \"{CID}\"\nuser_id = \"alice\"\naddress = \"127.0.0.1\"\n{extra}"
-    )
-}
+use crate::harness::{static_config, Gateway, STATIC_CONVERSATION as CID, TOKEN};
 
 #[tokio::test]
 async fn tls_serves_h2_and_http11_by_alpn() {

@@ -8,21 +8,15 @@ use http::{Method, Request, StatusCode};
 use sandport_testkit::sandbox_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{send, send_body, Gateway, TOKEN};
+use crate::harness::{
+    send, send_body, static_config, Gateway, STATIC_CONVERSATION as OWNED, TOKEN,
+};
 
-const OWNED: &str = "0123456789abcdef0123456789abcdef";
 const CONNECTIONS: &str = "sandport_upstream_connections_total";
 
 /// One worker, so that every client connection shares one upstream pool.
 async fn gateway_to(upstream: SocketAddr) -> Gateway {
-    let config = format!(
-        "[routing]\nbase_domain = \"sandport.test\"\n\
-         [identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n\
-         [discovery]\nbackend = \"static\"\n\
-         [[discovery.sandboxes]]\nconversation_id = \"{OWNED}\"\nuser_id = \"alice\"\naddress = \"{}\"\n",
-        upstream.ip()
-    );
-    let gateway = Gateway::start_with_server_keys(&config, "workers = 1");
+    let gateway = Gateway::start_with_server_keys(&static_config(upstream, ""), "workers = 1");
     gateway.wait_ready().await;
     gateway
 }
