@@ -141,3 +141,37 @@ fn runtime_origin_round_trips_through_the_host_parser() {
     let dev = build_runtime_origin("http", "runtime.localhost", Some(8080), &conversation, 5000);
     assert_eq!(dev, format!("http://5000-{CID}.runtime.localhost:8080"));
 }
+
+#[test]
+fn non_ascii_hosts_are_not_runtime_hosts_and_never_panic() {
+    let domain = "runtime.example.com";
+    let cases = [
+        // A two-byte character straddling the split between label and domain.
+        format!("a\u{e9}{domain}"),
+        format!("5000-{CID}\u{e9}{domain}"),
+        format!("5000-{CID}.runtime.exampl\u{e9}.com"),
+        format!("\u{1f600}.{domain}"),
+        format!("5000-{}\u{e9}.{domain}", &CID[..31]),
+        "\u{e9}".to_owned(),
+        "\u{e9}.".to_owned(),
+    ];
+    for host in cases {
+        assert_eq!(parse_runtime_host(domain, &host), None, "{host:?}");
+        check(&host, "/", "app");
+    }
+    // Every split point of a host with a multi-byte character, not just the ones listed.
+    let base = format!("5000-{CID}.{domain}");
+    for at in 0..=base.len() {
+        let mut host = base.clone();
+        host.insert(at, '\u{e9}');
+        assert_eq!(parse_runtime_host(domain, &host), None, "{host:?}");
+    }
+}
+
+#[test]
+fn non_ascii_runtime_domains_match_nothing_and_never_panic() {
+    let host = format!("5000-{CID}.runtime.example.com");
+    for domain in ["\u{e9}", "runtime.\u{e9}xample.com", "\u{1f600}"] {
+        assert_eq!(parse_runtime_host(domain, &host), None, "{domain:?}");
+    }
+}

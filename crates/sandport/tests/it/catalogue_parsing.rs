@@ -1,0 +1,100 @@
+//! Parsing hostile input on the wire: the real binary must answer a clear 4xx and keep serving,
+//! never panic a connection task.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use sandport_testkit::oidc::TestProvider;
+use sandport_testkit::sandbox_server;
+
+use crate::harness::{connect, get, send, Gateway};
+
+const CLIENT_ID: &str = "sandport-test-client";
+const CLIENT_SECRET: &str = "client-secret-0123456789";
+const CONVERSATION: &str = "0123456789abcdef0123456789abcdef";
+
+/// The test provider, a local upstream and a gateway in OIDC mode with one sandbox of `alice`.
+async fn oidc_gateway() -> (TestProvider, SocketAddr, Gateway, tempfile::TempDir) {
+    let provider = TestProvider::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let assertion = dir.path().join("assertion-key");
+    std::fs::write(&assertion, "assertion-key-0123456789abcdef").unwrap();
+    let config = format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{upstream}\"\n\
+         [identity]\nmode = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\nassertion_key_file = \"{}\"\n\
+         [discovery]\nbackend = \"static\"\n\
+         [[discovery.sandboxes]]\nconversation_id = \"{CONVERSATION}\"\nuser_id = \"alice\"\naddress = \"127.0.0.1\"\n",
+        provider.issuer(),
+        secret.display(),
+        assertion.display()
+    );
+    let gateway = Gateway::start(&config);
+    gateway.wait_ready().await;
+    (provider, upstream, gateway, dir)
+}
+
+/// `/_sandport/runtime-auth?host=` for a percent-encoded host, as a logged-in user asks it.
+fn runtime_auth(
+    gateway: &Gateway,
+    encoded_host: &str,
+    id_token: &str,
+) -> http::Request<Full<Bytes>> {
+    get(
+        &format!("sandport.test:{}", gateway.addr.port()),
+        &format!("/_sandport/runtime-auth?host={encoded_host}&rd=%2F"),
+    )
+    .header("cookie", format!("id_token={id_token}"))
+    .body(Full::new(Bytes::new()))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn multi_byte_runtime_auth_hosts_get_400_and_the_connection_keeps_serving() {
+    let (provider, upstream, gateway, _dir) = oidc_gateway().await;
+    let id_token = provider.mint(provider.standard_claims("alice"));
+    let good_host = format!("{}-{CONVERSATION}.runtime.sandport.test", upstream.port());
+    let hostile = [
+        // `é` straddles the offset where the label would end and the domain begin.
+        "a%C3%A9runtime.sandport.test".to_owned(),
+        format!("5000-{CONVERSATION}%C3%A9runtime.sandport.test"),
+        format!("5000-{CONVERSATION}.runtime.sandport.t%C3%A9st"),
+        "%F0%9F%98%80.runtime.sandport.test".to_owned(),
+        "%C3%A9".to_owned(),
+        // Not even UTF-8 once decoded.
+        "a%FF%FEruntime.sandport.test".to_owned(),
+    ];
+    let mut connection = connect(gateway.addr).await;
+    for host in &hostile {
+        let response = connection
+            .send_request(runtime_auth(&gateway, host, &id_token))
+            .await
+            .unwrap_or_else(|error| panic!("?host={host}: the connection broke: {error}"));
+        let status = response.status();
+        response.into_body().collect().await.unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "?host={host}");
+        // The same connection still serves a well-formed request.
+        connection.ready().await.unwrap();
+        let response = connection
+            .send_request(runtime_auth(&gateway, &good_host, &id_token))
+            .await
+            .unwrap_or_else(|error| panic!("after ?host={host}: {error}"));
+        assert_eq!(response.status(), StatusCode::FOUND, "after ?host={host}");
+        response.into_body().collect().await.unwrap();
+        connection.ready().await.unwrap();
+    }
+    // And so does the server, on a fresh connection.
+    let reply = send(
+        gateway.addr,
+        get(&format!("sandport.test:{}", gateway.addr.port()), "/api/x")
+            .header("cookie", format!("id_token={id_token}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
