@@ -9,6 +9,9 @@ mod harness;
 
 /// A real browser: headless Chromium on a conversation page reaching its sandbox container.
 mod browser;
+/// The hardening catalogue's identity cases: header spellings, bearer tokens, ambiguity,
+/// placeholder owners, hostile claims and kids, cold start without keys, cross-site requests.
+mod catalogue_identity;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.
