@@ -156,7 +156,7 @@ fn browser_headers() -> HeaderMap {
 fn bench_headers(c: &mut Criterion) {
     let auth = Authenticator::Token(TokenAuth {
         token: Secret::new(TOKEN.to_owned()),
-        user_id: "bench".to_owned(),
+        user_id: sandport::identity::UserId::parse("bench").expect("a valid user id"),
     });
     let peer = Peer::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
     let public_authority = HeaderValue::from_static("app.example.com");

@@ -1,5 +1,5 @@
 //! The admin listener: `/health` (the process runs), `/ready` (discovery is synced and fresh,
-//! and the gateway is not draining) and `/metrics` (Prometheus). Never on the public port.
+//! in OIDC mode the provider's keys are loaded, and the gateway is not draining) and `/metrics` (Prometheus). Never on the public port.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +38,9 @@ impl Admin {
         match request.uri().path() {
             "/health" => text(StatusCode::OK, "OK", "text/plain; charset=utf-8"),
             "/ready" => {
-                let ready =
-                    self.store.is_usable(Instant::now()) && !self.draining.load(Ordering::Relaxed);
+                let ready = self.store.is_usable(Instant::now())
+                    && self.jwks.as_ref().is_none_or(|jwks| jwks.is_loaded())
+                    && !self.draining.load(Ordering::Relaxed);
                 if ready {
                     text(StatusCode::OK, "ready\n", "text/plain; charset=utf-8")
                 } else {

@@ -253,7 +253,10 @@ pub fn authenticator(config: &FileConfig) -> anyhow::Result<Authenticator> {
             };
             Authenticator::Token(TokenAuth {
                 token,
-                user_id: identity.user_id.clone(),
+                user_id: identity
+                    .user_id
+                    .parse()
+                    .map_err(|error| anyhow::anyhow!("identity.user_id: {error}"))?,
             })
         }
         IdentityMode::TrustedHeader => Authenticator::TrustedHeader(HeaderRule {

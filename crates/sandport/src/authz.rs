@@ -1,13 +1,14 @@
 //! Authorization: may this principal use this sandbox? Pure, and fail closed: a sandbox
-//! without an owner label is refused to everyone.
+//! without an owner label, or labelled with a placeholder such as `anonymous` (see
+//! [`identity::PLACEHOLDERS`](crate::identity::is_placeholder)), is refused to everyone.
 
 use crate::discovery::Sandbox;
-use crate::identity::Principal;
+use crate::identity::{is_placeholder, Principal};
 
 /// Why access was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("sandbox has no owner label")]
+    #[error("sandbox has no owner label, or a placeholder one")]
     Unlabelled,
     #[error("principal does not own the sandbox")]
     NotOwner,
@@ -16,8 +17,9 @@ pub enum Denied {
 /// Checks ownership: the sandbox's `user_id` label must equal the principal, exactly.
 pub fn check(principal: &Principal, sandbox: &Sandbox) -> Result<(), Denied> {
     match sandbox.owner.as_deref() {
-        None | Some("") => Err(Denied::Unlabelled),
-        Some(owner) if owner == principal.user_id => Ok(()),
+        None => Err(Denied::Unlabelled),
+        Some(owner) if is_placeholder(owner) => Err(Denied::Unlabelled),
+        Some(owner) if principal.user_id == owner => Ok(()),
         Some(_) => Err(Denied::NotOwner),
     }
 }
@@ -26,6 +28,7 @@ pub fn check(principal: &Principal, sandbox: &Sandbox) -> Result<(), Denied> {
 mod tests {
     use super::*;
     use crate::discovery::SandboxState;
+    use crate::identity::UserId;
 
     fn sandbox(owner: Option<&str>) -> Sandbox {
         Sandbox {
@@ -41,11 +44,7 @@ mod tests {
     }
 
     fn principal(user_id: &str) -> Principal {
-        Principal {
-            user_id: user_id.into(),
-            email: None,
-            email_verified: None,
-        }
+        Principal::user(UserId::parse(user_id).unwrap())
     }
 
     #[test]
@@ -57,7 +56,11 @@ mod tests {
             ("alice", Some("alice "), Err(Denied::NotOwner)),
             ("alice", None, Err(Denied::Unlabelled)),
             ("alice", Some(""), Err(Denied::Unlabelled)),
-            ("anonymous", Some("anonymous"), Ok(())),
+            ("alice", Some("anonymous"), Err(Denied::Unlabelled)),
+            ("alice", Some(" "), Err(Denied::Unlabelled)),
+            ("alice", Some("NULL"), Err(Denied::Unlabelled)),
+            ("alice", Some("undefined"), Err(Denied::Unlabelled)),
+            ("alice", Some("-"), Err(Denied::Unlabelled)),
         ];
         for (user, owner, expected) in cases {
             assert_eq!(

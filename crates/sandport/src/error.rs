@@ -25,6 +25,8 @@ pub enum ProxyError {
     /// An API request to the app without a login: 401 JSON, never a redirect.
     #[error("login required")]
     LoginRequired,
+    #[error("credentials refused: {0}")]
+    Credentials(#[from] crate::identity::Refusal),
     #[error("cross-origin request refused: {0}")]
     CrossOrigin(#[from] crate::proxy::edge::OriginRefused),
     #[error("no such sandport asset")]
@@ -156,6 +158,7 @@ impl ProxyError {
                 "login_required",
                 false,
             ),
+            ProxyError::Credentials(refusal) => credentials_decision(*refusal),
             ProxyError::CrossOrigin(_) => d(
                 StatusCode::FORBIDDEN,
                 "Cross-origin request refused".into(),
@@ -298,6 +301,39 @@ impl ProxyError {
             format!("{}\n", decision.message).into(),
             &extra,
         )
+    }
+}
+
+/// Refused credentials: a malformed request is 400, an ambiguous one 401 (never a login
+/// redirect: logging in again would not remove the other credential), and keys that are not
+/// loaded yet 503 (with `Retry-After`, like every 503).
+fn credentials_decision(refusal: crate::identity::Refusal) -> Decision {
+    use crate::identity::Refusal;
+    let (status, message, reason, warn) = match refusal {
+        Refusal::RepeatedAuthorization => (
+            StatusCode::BAD_REQUEST,
+            "Bad request: more than one Authorization header",
+            "repeated_authorization",
+            false,
+        ),
+        Refusal::Ambiguous => (
+            StatusCode::UNAUTHORIZED,
+            "Ambiguous credentials: they name more than one user. Please log out and log in again.",
+            "ambiguous_credentials",
+            true,
+        ),
+        Refusal::KeysUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Login is unavailable right now: the identity provider's keys are not loaded",
+            "identity_keys_unavailable",
+            true,
+        ),
+    };
+    Decision {
+        status,
+        message: message.into(),
+        reason,
+        warn,
     }
 }
 

@@ -14,9 +14,11 @@
 //! The token and trusted-header checks are pure; OIDC may fetch keys or refresh tokens.
 
 mod cookies;
+pub mod credentials;
 pub mod jwks;
 pub mod jwt;
 pub mod oidc;
+mod principal;
 pub mod provider;
 pub mod session;
 mod token;
@@ -25,6 +27,8 @@ mod trusted_header;
 use std::net::IpAddr;
 
 pub use cookies::{cookie_values, remove_cookies};
+pub use credentials::Refusal;
+pub use principal::{is_placeholder, BadUserId, Principal, UserId};
 pub use token::{Secret, TokenAuth, TOKEN_COOKIE, TOKEN_QUERY};
 pub use trusted_header::HeaderRule;
 
@@ -47,14 +51,6 @@ pub const OWN_COOKIES: &[&str] = &[
     oidc::RUNTIME_COOKIE,
 ];
 
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user_id: String,
-    pub email: Option<String>,
-    pub email_verified: Option<bool>,
-}
-
 /// The outcome of authenticating one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authentication {
@@ -69,6 +65,8 @@ pub enum Authentication {
     TokenInQuery {
         location: String,
     },
+    /// The credentials cannot be believed as sent (see [`Refusal`]): answered as an error.
+    Refused(Refusal),
 }
 
 /// The configured identity mode.
@@ -101,6 +99,9 @@ impl Authenticator {
             Some(principal) => Authentication::Authenticated(principal),
             None => Authentication::Anonymous,
         };
+        if let Err(refusal) = credentials::authorization(headers) {
+            return Authentication::Refused(refusal);
+        }
         match self {
             Authenticator::Token(auth) => auth.authenticate(headers, path_and_query),
             Authenticator::TrustedHeader(rule) => found(rule.authenticate(headers, peer)),
@@ -119,6 +120,7 @@ impl Authenticator {
                         set_cookies,
                     },
                     oidc::AppAuth::Anonymous => Authentication::Anonymous,
+                    oidc::AppAuth::Refused(refusal) => Authentication::Refused(refusal),
                 },
             },
         }

@@ -99,11 +99,9 @@ pub fn explain(
     let _ = writeln!(out, "conversation: {}", target.conversation);
     let _ = writeln!(out, "port:      {} (requested)", target.port);
     let _ = writeln!(out, "path:      {}", target.upstream_target);
-    let principal = Principal {
-        user_id: user.to_owned(),
-        email: None,
-        email_verified: None,
-    };
+    let user_id = crate::identity::UserId::parse(user)
+        .map_err(|error| anyhow::anyhow!("--user {user:?}: {error}"))?;
+    let principal = Principal::user(user_id);
     let sandbox = match table.lookup(target.conversation.as_str()) {
         Ok(sandbox) => sandbox,
         Err(error) => {

@@ -180,9 +180,10 @@ impl Gateway {
                 set_cookies,
             } => (Some(principal), set_cookies),
             Authentication::Anonymous => (None, Vec::new()),
+            Authentication::Refused(refusal) => return Err(ProxyError::Credentials(refusal)),
         };
         if record.log {
-            record.user = principal.as_ref().map(|p| p.user_id.clone());
+            record.user = principal.as_ref().map(|p| p.user_id.to_string());
         }
         let response = match target {
             Target::Runtime(target) => {
@@ -337,6 +338,7 @@ impl Gateway {
             oidc::AppAuth::Anonymous => {
                 return Ok(oidc.login_redirect(origin, path_and_query).await)
             }
+            oidc::AppAuth::Refused(refusal) => return Err(ProxyError::Credentials(refusal)),
         };
         let params: std::collections::HashMap<String, String> =
             form_urlencoded::parse(query.as_bytes())

@@ -143,7 +143,8 @@ pub struct IdentitySection {
     /// OIDC mode: Amazon Cognito hosted-UI domain; sets the three endpoints above.
     pub cognito_domain: Option<String>,
     pub scopes: String,
-    /// OIDC mode: required `token_use` claim value when present; empty disables the check.
+    /// OIDC mode: required `token_use` claim value (a token without it is refused); empty
+    /// disables the check.
     pub token_use: String,
     pub clock_skew_secs: u64,
     /// OIDC mode: compatibility — scope the platform cookies to this parent domain.

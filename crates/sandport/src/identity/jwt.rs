@@ -3,8 +3,11 @@
 //!
 //! The algorithm is pinned: the token's own `alg` never chooses it, so `alg: none` and HS256
 //! tokens signed with the public key are refused. `iss` must match exactly; `aud` (or Cognito's
-//! `client_id`) must name the client; `token_use`, when present, must be the configured value;
-//! `exp` is required and `nbf` honoured, both with the configured clock skew.
+//! `client_id`) must name the client; `token_use` must be the configured value (a token
+//! without one is refused when a value is configured); `exp` is required and `nbf` honoured,
+//! both with the configured clock skew. `sub` must be a well-formed [`UserId`]. A `kid` that
+//! could not be a key id ([`is_well_formed_kid`]) is refused before the key set is consulted,
+//! so it never causes a JWKS refetch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,10 +15,12 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::Principal;
+use super::{Principal, UserId};
 
 /// Tokens longer than this are refused before any parsing (cookies cap near 4 KiB anyway).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// The longest `kid` looked up (Cognito's are 44 characters of base64).
+pub const MAX_KID_LEN: usize = 128;
 
 /// Why a token was refused. Never carries the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +31,8 @@ pub enum TokenError {
     Malformed,
     #[error("token has no key id")]
     NoKeyId,
+    #[error("token key id is not well formed")]
+    BadKeyId,
     #[error("unknown signing key")]
     UnknownKey,
     #[error("bad signature or claims: {0}")]
@@ -40,6 +47,10 @@ pub enum TokenError {
     WrongAudience,
     #[error("token_use is not accepted")]
     WrongTokenUse,
+    #[error("token has no token_use")]
+    NoTokenUse,
+    #[error("token subject is not a valid user id")]
+    BadSubject,
     #[error("nonce mismatch")]
     WrongNonce,
 }
@@ -49,8 +60,8 @@ pub enum TokenError {
 pub struct Rules {
     pub issuer: String,
     pub client_id: String,
-    /// Required `token_use` when the claim is present (`id` for Cognito ID tokens); empty
-    /// disables the check.
+    /// Required `token_use` (`id` for Cognito ID tokens): a token without the claim, or with
+    /// another value, is refused. Empty disables the check.
     pub token_use: String,
     pub clock_skew_secs: u64,
 }
@@ -92,47 +103,32 @@ pub fn key_id(token: &str) -> Result<String, TokenError> {
         return Err(TokenError::TooLarge);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    header.kid.ok_or(TokenError::NoKeyId)
+    let kid = header.kid.ok_or(TokenError::NoKeyId)?;
+    if !is_well_formed_kid(&kid) {
+        return Err(TokenError::BadKeyId);
+    }
+    Ok(kid)
+}
+
+/// Whether `kid` could name a published key: 1 to [`MAX_KID_LEN`] characters of the base64
+/// and base64url alphabets (with `=` padding). Path tricks, quotes, spaces and control
+/// characters are not; they are refused without looking anything up.
+pub fn is_well_formed_kid(kid: &str) -> bool {
+    (1..=MAX_KID_LEN).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"+/=-_".contains(&byte))
 }
 
 /// Verifies `token` against `keys` at time `now` (Unix seconds).
 pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: u64) -> Result<Verified, TokenError> {
     let kid = key_id(token)?;
     let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_issuer(&[&rules.issuer]);
-    validation.set_required_spec_claims(&["iss"]);
-    // Time and audience are checked below against `now`, so this stays a pure function.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
-        .map_err(|error| TokenError::Invalid(error.kind_name()))?
-        .claims;
-    let skew = rules.clock_skew_secs;
-    let exp = claims.exp.ok_or(TokenError::NoExpiry)?;
-    if exp.saturating_add(skew) <= now {
-        return Err(TokenError::Expired);
-    }
-    if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
-        return Err(TokenError::NotYetValid);
-    }
-    let for_client = match &claims.aud {
-        Some(Audience::One(aud)) => *aud == rules.client_id,
-        Some(Audience::Many(auds)) => auds.contains(&rules.client_id),
-        None => false,
-    } || claims.client_id.as_deref() == Some(rules.client_id.as_str());
-    if !for_client {
-        return Err(TokenError::WrongAudience);
-    }
-    if !rules.token_use.is_empty()
-        && claims
-            .token_use
-            .as_deref()
-            .is_some_and(|used| used != rules.token_use)
-    {
-        return Err(TokenError::WrongTokenUse);
-    }
+    let claims = decode(token, key, rules)?;
+    let exp = check_time(&claims, rules.clock_skew_secs, now)?;
+    check_audience(&claims, rules)?;
+    check_token_use(&claims, rules)?;
+    let user_id = UserId::parse(claims.sub).map_err(|_| TokenError::BadSubject)?;
     let email_verified = claims.email_verified.as_ref().map(|value| match value {
         serde_json::Value::Bool(flag) => *flag,
         serde_json::Value::String(text) => text == "true",
@@ -140,13 +136,62 @@ pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: u64) -> Result<Ver
     });
     Ok(Verified {
         principal: Principal {
-            user_id: claims.sub,
+            user_id,
             email: claims.email,
             email_verified,
         },
         expires_at: exp,
         nonce: claims.nonce,
     })
+}
+
+/// Checks the signature (RS256 only) and the issuer, and reads the claims.
+fn decode(token: &str, key: &DecodingKey, rules: &Rules) -> Result<Claims, TokenError> {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[&rules.issuer]);
+    validation.set_required_spec_claims(&["iss"]);
+    // Time and audience are checked below against `now`, so this stays a pure function.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map(|data| data.claims)
+        .map_err(|error| TokenError::Invalid(error.kind_name()))
+}
+
+/// `exp` is required and in the future, `nbf` (if any) in the past, both within `skew`.
+/// Returns `exp`.
+fn check_time(claims: &Claims, skew: u64, now: u64) -> Result<u64, TokenError> {
+    let exp = claims.exp.ok_or(TokenError::NoExpiry)?;
+    if exp.saturating_add(skew) <= now {
+        return Err(TokenError::Expired);
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(exp)
+}
+
+/// `aud` (one or many) or Cognito's `client_id` must name the client.
+fn check_audience(claims: &Claims, rules: &Rules) -> Result<(), TokenError> {
+    let for_client = match &claims.aud {
+        Some(Audience::One(aud)) => *aud == rules.client_id,
+        Some(Audience::Many(auds)) => auds.contains(&rules.client_id),
+        None => false,
+    } || claims.client_id.as_deref() == Some(rules.client_id.as_str());
+    for_client.then_some(()).ok_or(TokenError::WrongAudience)
+}
+
+/// When a `token_use` is configured, the token must carry exactly that one.
+fn check_token_use(claims: &Claims, rules: &Rules) -> Result<(), TokenError> {
+    if rules.token_use.is_empty() {
+        return Ok(());
+    }
+    match claims.token_use.as_deref() {
+        None => Err(TokenError::NoTokenUse),
+        Some(used) if used == rules.token_use => Ok(()),
+        Some(_) => Err(TokenError::WrongTokenUse),
+    }
 }
 
 trait KindName {
@@ -163,3 +208,6 @@ impl KindName for jsonwebtoken::errors::Error {
             .to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,11 +15,12 @@ use http::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use super::credentials::{self, Refusal};
 use super::jwks::Jwks;
 use super::jwt::{self, Rules, TokenError, Verified};
 use super::provider::{FetchError, Provider};
 use super::session::{pkce_challenge, random_token, CookiePolicy, SigningKey};
-use super::{cookie_values, Principal};
+use super::{cookie_values, Principal, UserId};
 use crate::proxy::body::{full, Body};
 
 pub const ID_TOKEN_COOKIE: &str = "id_token";
@@ -81,6 +82,8 @@ pub enum AppAuth {
         set_cookies: Vec<String>,
     },
     Anonymous,
+    /// The credentials were refused as sent (ambiguous, or not verifiable yet).
+    Refused(Refusal),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,35 +110,55 @@ pub fn unix_now() -> u64 {
 }
 
 impl Oidc {
-    /// Tries every `id_token` cookie in order, then `Authorization: Bearer`; when none verifies
-    /// and a refresh token is present, refreshes inline.
+    /// Verifies every `id_token` cookie and the bearer token, which must all name one user
+    /// (see `credentials`); when none verifies and a refresh token is present, refreshes
+    /// inline. Until the provider's keys are loaded nothing can be verified, and every request
+    /// is refused as such rather than as unauthenticated.
     pub async fn authenticate(&self, headers: &HeaderMap) -> AppAuth {
+        match self.verified_principal(headers).await {
+            Ok(Some(principal)) => AppAuth::Authenticated {
+                principal,
+                set_cookies: Vec::new(),
+            },
+            Ok(None) => self.refresh_inline(headers).await,
+            Err(refusal) => AppAuth::Refused(refusal),
+        }
+    }
+
+    async fn verified_principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
+        if !self.jwks.is_loaded() {
+            return Err(Refusal::KeysUnavailable);
+        }
+        let bearer = credentials::bearer(headers)?;
+        let tokens: Vec<&str> = cookie_values(headers, ID_TOKEN_COOKIE)
+            .chain(bearer)
+            .take(credentials::MAX_CREDENTIALS + 1)
+            .collect();
+        if tokens.len() > credentials::MAX_CREDENTIALS {
+            return Err(Refusal::Ambiguous);
+        }
         let now = unix_now();
-        let bearers = headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .filter_map(|value| value.strip_prefix("Bearer ").map(str::trim));
-        for token in cookie_values(headers, ID_TOKEN_COOKIE).chain(bearers) {
+        let mut verified = Vec::with_capacity(tokens.len());
+        for token in tokens {
             match self.verify(token, now).await {
-                Ok(verified) => {
-                    return AppAuth::Authenticated {
-                        principal: verified.principal,
-                        set_cookies: Vec::new(),
-                    }
-                }
+                Ok(found) => verified.push(found.principal),
                 Err(error) => tracing::debug!(%error, "ID token refused"),
             }
         }
-        if let Some(refresh_token) = cookie_values(headers, REFRESH_TOKEN_COOKIE).next() {
-            if let Ok((verified, set_cookies)) = self.refresh_tokens(refresh_token, now).await {
-                return AppAuth::Authenticated {
-                    principal: verified.principal,
-                    set_cookies,
-                };
-            }
+        credentials::one_principal(verified)
+    }
+
+    async fn refresh_inline(&self, headers: &HeaderMap) -> AppAuth {
+        let Some(refresh_token) = cookie_values(headers, REFRESH_TOKEN_COOKIE).next() else {
+            return AppAuth::Anonymous;
+        };
+        match self.refresh_tokens(refresh_token, unix_now()).await {
+            Ok((verified, set_cookies)) => AppAuth::Authenticated {
+                principal: verified.principal,
+                set_cookies,
+            },
+            Err(_) => AppAuth::Anonymous,
         }
-        AppAuth::Anonymous
     }
 
     async fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
@@ -200,10 +223,9 @@ impl Oidc {
 
     /// Whether an `Authorization` value carries a token of this provider (never forwarded).
     pub fn is_own_authorization(&self, value: &HeaderValue) -> bool {
-        let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
-            return false;
-        };
-        unverified_issuer(token.trim()).is_some_and(|iss| iss == self.rules.issuer)
+        credentials::bearer_token(value)
+            .and_then(unverified_issuer)
+            .is_some_and(|iss| iss == self.rules.issuer)
     }
 
     /// Sends a browser to the provider's login page; it comes back to `/_callback` on
@@ -435,7 +457,7 @@ impl Oidc {
     /// The `Set-Cookie` of a runtime session for `principal` on `host`.
     pub fn runtime_session_cookie(&self, principal: &Principal, host: &str) -> Option<String> {
         let token = self.session_key.sign(&RuntimeSession {
-            sub: principal.user_id.clone(),
+            sub: principal.user_id.to_string(),
             email: principal.email.clone(),
             host: host.to_owned(),
             exp: unix_now() + self.runtime_session_secs,
@@ -452,8 +474,9 @@ impl Oidc {
     pub fn authenticate_runtime(&self, headers: &HeaderMap, host: &str) -> Option<Principal> {
         cookie_values(headers, RUNTIME_COOKIE).find_map(|token| {
             let session = self.session_key.verify::<RuntimeSession>(token)?;
+            let user_id = UserId::parse(session.sub).ok()?;
             (session.host == host).then_some(Principal {
-                user_id: session.sub,
+                user_id,
                 email: session.email,
                 email_verified: None,
             })

@@ -75,7 +75,7 @@ pub fn identity_assertion(
     key.sign(&Assertion {
         iss: "sandport",
         aud: "app",
-        sub: &principal.user_id,
+        sub: principal.user_id.as_str(),
         email: principal.email.as_deref(),
         email_verified: principal.email_verified,
         iat: now,

@@ -4,7 +4,8 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
-use super::{cookie_values, Authentication, Principal};
+use super::credentials::bearer_token;
+use super::{cookie_values, Authentication, Principal, UserId};
 
 /// The cookie that carries the token after the first visit.
 pub const TOKEN_COOKIE: &str = "sandport_token";
@@ -45,7 +46,7 @@ impl fmt::Debug for Secret {
 #[derive(Debug)]
 pub struct TokenAuth {
     pub token: Secret,
-    pub user_id: String,
+    pub user_id: UserId,
 }
 
 impl TokenAuth {
@@ -71,18 +72,11 @@ impl TokenAuth {
     }
 
     pub(super) fn is_own_authorization(&self, value: &http::HeaderValue) -> bool {
-        let bytes = value.as_bytes();
-        bytes.len() > 7
-            && bytes[..7].eq_ignore_ascii_case(b"bearer ")
-            && self.token.matches(bytes[7..].trim_ascii())
+        bearer_token(value).is_some_and(|token| self.token.matches(token.as_bytes()))
     }
 
     fn principal(&self) -> Principal {
-        Principal {
-            user_id: self.user_id.clone(),
-            email: None,
-            email_verified: None,
-        }
+        Principal::user(self.user_id.clone())
     }
 }
 
@@ -114,7 +108,7 @@ mod tests {
     fn auth() -> TokenAuth {
         TokenAuth {
             token: Secret::new("s3cr3t-s3cr3t-s3cr3t".into()),
-            user_id: "local".into(),
+            user_id: UserId::parse("local").unwrap(),
         }
     }
 

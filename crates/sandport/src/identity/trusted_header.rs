@@ -6,11 +6,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{
-    Principal, Secret, EMAIL_HEADER, EMAIL_VERIFIED_HEADER, ORIGIN_VERIFY_HEADER, USER_HEADER,
+    Principal, Secret, UserId, EMAIL_HEADER, EMAIL_VERIFIED_HEADER, ORIGIN_VERIFY_HEADER,
+    USER_HEADER,
 };
-
-/// The longest user id accepted from the header.
-const MAX_USER_ID_LEN: usize = 256;
 
 /// Which peers' identity headers are believed.
 #[derive(Debug)]
@@ -39,15 +37,9 @@ impl HeaderRule {
                 return None;
             }
         }
-        let user_id = single(headers, USER_HEADER)?;
-        let well_formed = !user_id.is_empty()
-            && user_id.len() <= MAX_USER_ID_LEN
-            && user_id.bytes().all(|b| b.is_ascii_graphic());
-        if !well_formed {
-            return None;
-        }
+        let user_id = UserId::parse(single(headers, USER_HEADER)?).ok()?;
         Some(Principal {
-            user_id: user_id.to_owned(),
+            user_id,
             email: single(headers, EMAIL_HEADER).map(str::to_owned),
             email_verified: single(headers, EMAIL_VERIFIED_HEADER).map(|v| v == "true"),
         })
@@ -134,6 +126,8 @@ mod tests {
             headers(&[("x-cognito-user-id", "")]),
             headers(&[("x-cognito-user-id", "a b")]),
             headers(&[("x-cognito-user-id", &"a".repeat(300))]),
+            headers(&[("x-cognito-user-id", "anonymous")]),
+            headers(&[("x-cognito-user-id", "null")]),
             headers(&[]),
         ] {
             assert!(r.authenticate(&bad, peer).is_none(), "{bad:?}");

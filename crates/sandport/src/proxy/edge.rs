@@ -65,13 +65,25 @@ fn allow_origin(headers: &mut HeaderMap, app_origin: &str) {
 pub enum OriginRefused {
     #[error("WebSocket from a foreign origin")]
     WebSocket,
+    #[error("WebSocket with cookies and no Origin")]
+    WebSocketWithoutOrigin,
     #[error("state-changing request from a sandbox origin")]
     WriteFromRuntime,
+    #[error("cross-site state-changing request with cookies")]
+    CrossSiteWrite,
 }
 
-/// Checks `Origin` where browsers send it: a WebSocket handshake must come from the app or
-/// (on a runtime host) from that runtime host itself; a state-changing request to the app
-/// must not come from a runtime host. Requests without `Origin` (non-browser clients) pass.
+const SEC_FETCH_SITE: http::HeaderName = http::HeaderName::from_static("sec-fetch-site");
+
+/// Checks `Origin` where browsers send it:
+/// - a WebSocket handshake must come from an allowed origin (the app, or on a runtime host
+///   that host itself); without `Origin` it must carry no cookies (a non-browser client
+///   authenticates with a bearer token, and every browser sends `Origin` on a handshake);
+/// - a state-changing request must not come from a runtime host, and when it carries cookies
+///   (the credentials a browser attaches by itself) it must not come from any other site:
+///   neither a foreign `Origin` nor, without one, `Sec-Fetch-Site: cross-site`.
+///
+/// Requests without cookies and without `Origin` (non-browser clients) pass.
 pub fn check_origin(
     method: &Method,
     headers: &HeaderMap,
@@ -79,17 +91,34 @@ pub fn check_origin(
     allowed: &[&str],
     runtime_domain: &str,
 ) -> Result<(), OriginRefused> {
-    let Some(origin) = origin(headers) else {
-        return Ok(());
-    };
-    if websocket && !allowed.contains(&origin) {
-        return Err(OriginRefused::WebSocket);
+    let origin = origin(headers);
+    let allowed_origin = origin.is_some_and(|origin| allowed.contains(&origin));
+    let cookies = headers.contains_key(header::COOKIE);
+    if websocket {
+        return match origin {
+            Some(_) if !allowed_origin => Err(OriginRefused::WebSocket),
+            None if cookies => Err(OriginRefused::WebSocketWithoutOrigin),
+            _ => Ok(()),
+        };
     }
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && is_runtime_origin(origin, runtime_domain) && !allowed.contains(&origin) {
-        return Err(OriginRefused::WriteFromRuntime);
+    if safe || allowed_origin {
+        return Ok(());
     }
-    Ok(())
+    match origin {
+        Some(origin) if is_runtime_origin(origin, runtime_domain) => {
+            Err(OriginRefused::WriteFromRuntime)
+        }
+        Some(_) if cookies => Err(OriginRefused::CrossSiteWrite),
+        None if cookies && is_cross_site_fetch(headers) => Err(OriginRefused::CrossSiteWrite),
+        _ => Ok(()),
+    }
+}
+
+fn is_cross_site_fetch(headers: &HeaderMap) -> bool {
+    headers
+        .get(SEC_FETCH_SITE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
 fn is_runtime_origin(origin: &str, runtime_domain: &str) -> bool {
@@ -192,5 +221,58 @@ mod tests {
         );
         assert_eq!(write(Method::GET, RUNTIME), Ok(()));
         assert_eq!(write(Method::POST, APP), Ok(()));
+    }
+
+    #[test]
+    fn cookie_websockets_need_an_origin() {
+        let domain = "runtime.example.com";
+        let ws = |pairs: &[(&str, &str)]| {
+            check_origin(&Method::GET, &headers(pairs), true, &[APP], domain)
+        };
+        assert_eq!(
+            ws(&[("cookie", "id_token=x")]),
+            Err(OriginRefused::WebSocketWithoutOrigin)
+        );
+        assert_eq!(ws(&[("authorization", "Bearer x")]), Ok(()));
+        assert_eq!(ws(&[("cookie", "id_token=x"), ("origin", APP)]), Ok(()));
+        assert_eq!(
+            ws(&[("cookie", "id_token=x"), ("origin", "null")]),
+            Err(OriginRefused::WebSocket)
+        );
+    }
+
+    #[test]
+    fn cross_site_writes_with_cookies_are_refused() {
+        let domain = "runtime.example.com";
+        let check = |method: Method, pairs: &[(&str, &str)]| {
+            check_origin(&method, &headers(pairs), false, &[APP], domain)
+        };
+        let cookie = ("cookie", "id_token=x");
+        for refused in [
+            vec![cookie, ("origin", "https://evil.test")],
+            vec![cookie, ("origin", "null")],
+            vec![cookie, ("sec-fetch-site", "cross-site")],
+            vec![cookie, ("sec-fetch-site", "Cross-Site")],
+        ] {
+            assert_eq!(
+                check(Method::POST, &refused),
+                Err(OriginRefused::CrossSiteWrite),
+                "{refused:?}"
+            );
+            assert_eq!(check(Method::GET, &refused), Ok(()), "{refused:?}");
+        }
+        for passed in [
+            vec![cookie],
+            vec![cookie, ("origin", APP)],
+            vec![cookie, ("origin", APP), ("sec-fetch-site", "cross-site")],
+            vec![cookie, ("sec-fetch-site", "same-site")],
+            vec![
+                ("origin", "https://evil.test"),
+                ("authorization", "Bearer x"),
+            ],
+            vec![("sec-fetch-site", "cross-site")],
+        ] {
+            assert_eq!(check(Method::POST, &passed), Ok(()), "{passed:?}");
+        }
     }
 }

@@ -4,7 +4,9 @@
 //!   classic list) never cross the proxy; `Connection: upgrade` is sent only for upgrades.
 //! - Identity never reaches an upstream from a client: every `X-Cognito-*` header, the
 //!   shared-secret header, sandport's token cookie and a bearer token that is sandport's own
-//!   are removed. The app (never a sandbox) then receives the verified identity.
+//!   are removed. Names are compared with `_` and `.` read as `-`, so `X_Cognito_User_Id`
+//!   and `X.Cognito.User.Id` (which CGI-style servers read as `HTTP_X_COGNITO_USER_ID`) go
+//!   too. The app (never a sandbox) then receives the verified identity.
 //! - `X-Forwarded-For`, `-Proto` and `-Host` are set; `Host` stays the public host.
 
 use std::net::IpAddr;
@@ -149,14 +151,12 @@ fn remove_named_in_connection(headers: &mut HeaderMap) {
 fn strip_identity(headers: &mut HeaderMap, auth: &Authenticator) {
     let identity: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(identity::IDENTITY_HEADER_PREFIX))
+        .filter(|name| is_identity_name(name.as_str()))
         .cloned()
         .collect();
     for name in identity {
         headers.remove(name);
     }
-    headers.remove(identity::ORIGIN_VERIFY_HEADER);
-    headers.remove(identity::ASSERTION_HEADER);
     identity::remove_cookies(headers, identity::OWN_COOKIES);
     let own_authorization = headers
         .get_all(header::AUTHORIZATION)
@@ -165,6 +165,32 @@ fn strip_identity(headers: &mut HeaderMap, auth: &Authenticator) {
     if own_authorization {
         headers.remove(header::AUTHORIZATION);
     }
+}
+
+/// Whether a (lower-case) header name reads as one of the identity headers once `_` and `.`
+/// are taken for `-`: any `x-cognito-*`, the shared-secret header or the identity assertion.
+pub fn is_identity_name(name: &str) -> bool {
+    starts_with_folded(name, identity::IDENTITY_HEADER_PREFIX)
+        || equals_folded(name, identity::ORIGIN_VERIFY_HEADER)
+        || equals_folded(name, identity::ASSERTION_HEADER)
+}
+
+fn starts_with_folded(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len() && folded_eq(&name.as_bytes()[..prefix.len()], prefix.as_bytes())
+}
+
+fn equals_folded(name: &str, other: &str) -> bool {
+    folded_eq(name.as_bytes(), other.as_bytes())
+}
+
+/// Byte-wise equality with `_` and `.` in `name` read as `-` and ASCII case ignored (no
+/// allocation: this runs for every header of every request).
+fn folded_eq(name: &[u8], canonical: &[u8]) -> bool {
+    let fold = |byte: u8| match byte {
+        b'_' | b'.' => b'-',
+        other => other.to_ascii_lowercase(),
+    };
+    name.len() == canonical.len() && name.iter().zip(canonical).all(|(&n, &c)| fold(n) == c)
 }
 
 fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
@@ -204,7 +230,7 @@ fn extended_chain(headers: &HeaderMap, peer: &HeaderValue) -> Option<HeaderValue
 }
 
 fn set_identity(headers: &mut HeaderMap, principal: &Principal) {
-    insert_text(headers, identity::USER_HEADER, &principal.user_id);
+    insert_text(headers, identity::USER_HEADER, principal.user_id.as_str());
     insert_text(
         headers,
         identity::EMAIL_HEADER,

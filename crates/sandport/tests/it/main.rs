@@ -11,6 +11,9 @@ mod harness;
 mod browser;
 /// Hostile input to the parsers on the wire: a clear 4xx, never a panic.
 mod catalogue_parsing;
+/// The hardening catalogue's identity cases: header spellings, bearer tokens, ambiguity,
+/// placeholder owners, hostile claims and kids, cold start without keys, cross-site requests.
+mod catalogue_identity;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.

@@ -6,7 +6,7 @@ const TOKEN: &str = "local-token-local-token";
 fn auth() -> Authenticator {
     Authenticator::Token(TokenAuth {
         token: Secret::new(TOKEN.into()),
-        user_id: "local".into(),
+        user_id: crate::identity::UserId::parse("local").unwrap(),
     })
 }
 
@@ -131,7 +131,7 @@ fn upgrades_are_websocket_only() {
 #[test]
 fn the_app_gets_the_verified_identity_only() {
     let principal = Principal {
-        user_id: "alice".into(),
+        user_id: crate::identity::UserId::parse("alice").unwrap(),
         email: Some("a@example.com".into()),
         email_verified: Some(true),
     };
@@ -179,4 +179,56 @@ fn downstream_drops_hop_by_hop_but_keeps_101_upgrade() {
     prepare_downstream(&mut h, true);
     assert_eq!(values(&h, "upgrade"), ["websocket"]);
     assert_eq!(values(&h, "sec-websocket-accept"), ["a"]);
+}
+
+#[test]
+fn identity_names_spelled_with_underscores_or_dots_are_stripped() {
+    let spellings = [
+        "X_Cognito_User_Id",
+        "X.Cognito.User.Id",
+        "x_cognito_user_id",
+        "X-Cognito_User.Id",
+        "X_COGNITO_EMAIL",
+        "x.cognito.email.verified",
+        "X_Origin_Verify",
+        "x.origin.verify",
+        "X_Sandport_Identity",
+        "x.sandport-identity",
+    ];
+    let pairs: Vec<(&str, &str)> = spellings
+        .iter()
+        .map(|name| (*name, "mallory"))
+        .chain([("x-cognitoish", "kept"), ("x_origin", "kept")])
+        .collect();
+    let mut h = headers(&pairs);
+    prepare_upstream(&mut h, &forwarding(false), &auth());
+    for name in spellings {
+        assert!(h.get(name).is_none(), "{name} was forwarded");
+    }
+    assert_eq!(values(&h, "x-cognitoish"), ["kept"]);
+    assert_eq!(values(&h, "x_origin"), ["kept"]);
+}
+
+#[test]
+fn identity_name_folding() {
+    for name in [
+        "x-cognito-user-id",
+        "x_cognito_",
+        "x.cognito.anything",
+        "x-origin-verify",
+        "x_origin_verify",
+        "x-sandport-identity",
+    ] {
+        assert!(is_identity_name(name), "{name}");
+    }
+    for name in [
+        "x-cognito",
+        "x-origin-verify-2",
+        "x-origin-verif",
+        "xcognito-user-id",
+        "x-sandport",
+        "cookie",
+    ] {
+        assert!(!is_identity_name(name), "{name}");
+    }
 }

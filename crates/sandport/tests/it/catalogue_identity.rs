@@ -1,0 +1,720 @@
+//! The hardening catalogue's identity cases against the real binary: identity headers in other
+//! spellings, bearer tokens, ambiguous credentials, placeholder owners, hostile claims and
+//! kids, a cold start without keys, and cross-site browser requests. Named by catalogue id.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use sandport_testkit::oidc::TestProvider;
+use sandport_testkit::sandbox_server;
+use serde_json::json;
+
+use crate::harness::{
+    eventually, get, send, send_body, static_config, Gateway, Reply, STATIC_CONVERSATION, TOKEN,
+};
+
+const CLIENT_ID: &str = "catalogue-client";
+const CLIENT_SECRET: &str = "catalogue-secret-0123456789";
+const ALICE: &str = "alice";
+const BOB: &str = "bob";
+
+/// Token mode for `alice` with an echoing upstream as the app and the sandbox.
+async fn token_world(extra: &str) -> (Gateway, SocketAddr) {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gateway = Gateway::start(&static_config(upstream, extra));
+    gateway.wait_ready().await;
+    (gateway, upstream)
+}
+
+fn app_host(gateway: &Gateway) -> String {
+    format!("sandport.test:{}", gateway.addr.port())
+}
+
+fn sandbox_path(upstream: SocketAddr, rest: &str) -> String {
+    format!("/runtime/{STATIC_CONVERSATION}/{}/{rest}", upstream.port())
+}
+
+fn echoed_headers(reply: &Reply) -> String {
+    reply.json()["headers"].to_string()
+}
+
+/// OIDC mode with the test provider; `alice` owns [`STATIC_CONVERSATION`].
+struct OidcWorld {
+    provider: TestProvider,
+    upstream: SocketAddr,
+    gateway: Gateway,
+    _dir: tempfile::TempDir,
+}
+
+impl OidcWorld {
+    async fn start() -> OidcWorld {
+        let provider = TestProvider::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
+        let upstream = sandbox_server::spawn_local().await.unwrap();
+        let (gateway, dir) = start_oidc_gateway(&provider, upstream, "");
+        gateway.wait_ready().await;
+        OidcWorld {
+            provider,
+            upstream,
+            gateway,
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, sub: &str) -> String {
+        self.provider.mint(self.provider.standard_claims(sub))
+    }
+
+    async fn api(&self, headers: &[(&str, &str)]) -> Reply {
+        let mut request =
+            get(&app_host(&self.gateway), "/api/x").header("accept", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(self.gateway.addr, request).await.unwrap()
+    }
+}
+
+/// Starts an OIDC-mode gateway (not waiting for readiness); `extra` goes in `[identity]`.
+fn start_oidc_gateway(
+    provider: &TestProvider,
+    upstream: SocketAddr,
+    extra: &str,
+) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let config = format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{upstream}\"\n\
+         [identity]\nmode = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\nprovider_timeout_secs = 1\n{extra}\n\
+         [discovery]\nbackend = \"static\"\n\
+         [[discovery.sandboxes]]\nconversation_id = \"{STATIC_CONVERSATION}\"\nuser_id = \"{ALICE}\"\naddress = \"127.0.0.1\"\n",
+        provider.issuer(),
+        secret.display(),
+    );
+    (Gateway::start(&config), dir)
+}
+
+#[tokio::test]
+async fn catalogue_52_identity_headers_in_other_spellings_never_reach_upstreams() {
+    let (gw, upstream) = token_world("").await;
+    let spoofed = [
+        ("X_Cognito_User_Id", "mallory-1"),
+        ("X.Cognito.User.Id", "mallory-2"),
+        ("x_cognito_email", "mallory-3"),
+        ("X_Origin_Verify", "mallory-4"),
+        ("x.origin.verify", "mallory-5"),
+        ("X_SANDPORT_IDENTITY", "mallory-6"),
+    ];
+    for target in ["/app/page".to_owned(), sandbox_path(upstream, "page")] {
+        let mut request =
+            get(&app_host(&gw), &target).header("authorization", format!("Bearer {TOKEN}"));
+        for (name, value) in spoofed {
+            request = request.header(name, value);
+        }
+        let reply = send(gw.addr, request).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{target}");
+        let seen = echoed_headers(&reply);
+        assert!(!seen.contains("mallory"), "h1 {target}: {seen}");
+    }
+    // HTTP/2 (prior knowledge): the same names, lower-cased as h2 requires.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for target in ["/app/page".to_owned(), sandbox_path(upstream, "page")] {
+        let mut request = http::Request::get(format!("http://{}{target}", app_host(&gw)))
+            .header("authorization", format!("Bearer {TOKEN}"));
+        for (name, value) in spoofed {
+            request = request.header(name.to_ascii_lowercase(), value);
+        }
+        let response = sender
+            .send_request(request.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "h2 {target}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let seen = String::from_utf8_lossy(&body).into_owned();
+        assert!(!seen.contains("mallory"), "h2 {target}: {seen}");
+        assert!(seen.contains("HTTP/1.1"), "the upstream answered: {seen}");
+    }
+}
+
+#[tokio::test]
+async fn catalogue_57_lowercase_bearer_is_recognised() {
+    let w = OidcWorld::start().await;
+    let token = w.token(ALICE);
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let authorization = format!("{scheme} {token}");
+        // The app accepts it as alice ...
+        let reply = w.api(&[("authorization", &authorization)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}: {}", reply.text());
+        assert!(echoed_headers(&reply).contains(r#"["x-cognito-user-id","alice"]"#));
+        // ... and neither the app nor the sandbox ever sees sandport's own token.
+        assert!(
+            !reply.text().contains(&token),
+            "{scheme}: forwarded to the app"
+        );
+        let path = sandbox_path(w.upstream, "x");
+        let reply = send(
+            w.gateway.addr,
+            get(&app_host(&w.gateway), &path).header("authorization", &authorization),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{scheme}: {}", reply.text());
+        assert!(
+            !reply.text().contains(&token),
+            "{scheme}: forwarded to the sandbox"
+        );
+    }
+    // A third party's credential is not sandport's: it passes untouched.
+    let (gw, upstream) = token_world("").await;
+    let reply = send(
+        gw.addr,
+        get(&app_host(&gw), &sandbox_path(upstream, "x"))
+            .header("cookie", format!("sandport_token={TOKEN}"))
+            .header("authorization", "bearer third-party"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(echoed_headers(&reply).contains(r#"["authorization","bearer third-party"]"#));
+    // Token mode: sandport's token in lower case is recognised and never forwarded.
+    let reply = send(
+        gw.addr,
+        get(&app_host(&gw), &sandbox_path(upstream, "x"))
+            .header("authorization", format!("bearer {TOKEN}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(!reply.text().contains(TOKEN));
+}
+
+#[tokio::test]
+async fn catalogue_73_two_authorization_headers_are_refused() {
+    let (gw, upstream) = token_world("").await;
+    for target in ["/app".to_owned(), sandbox_path(upstream, "x")] {
+        let reply = send(
+            gw.addr,
+            get(&app_host(&gw), &target)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("authorization", format!("Bearer {TOKEN}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{target}");
+        assert_eq!(
+            reply.text(),
+            "Bad request: more than one Authorization header\n"
+        );
+    }
+    let w = OidcWorld::start().await;
+    let bearer = format!("Bearer {}", w.token(ALICE));
+    let reply = w
+        .api(&[("authorization", &bearer), ("authorization", "Basic eA==")])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // The query never carries an ID token, and other schemes or an empty bearer are not one.
+    for headers in [
+        vec![("authorization", "Basic YWxpY2U6eA==")],
+        vec![("authorization", "Bearer")],
+        vec![],
+    ] {
+        assert_eq!(
+            w.api(&headers).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{headers:?}"
+        );
+    }
+    let query = format!("/api/x?id_token={}", w.token(ALICE));
+    let reply = send(
+        w.gateway.addr,
+        get(&app_host(&w.gateway), &query).header("accept", "application/json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn catalogue_58_credentials_of_two_users_are_refused_as_ambiguous() {
+    let w = OidcWorld::start().await;
+    let (alice, bob) = (w.token(ALICE), w.token(BOB));
+    let ambiguous =
+        "Ambiguous credentials: they name more than one user. Please log out and log in again.\n";
+    for headers in [
+        vec![("cookie", format!("id_token={alice}; id_token={bob}"))],
+        vec![
+            ("cookie", format!("id_token={alice}")),
+            ("cookie", format!("id_token={bob}")),
+        ],
+        vec![
+            ("cookie", format!("id_token={alice}")),
+            ("authorization", format!("Bearer {bob}")),
+        ],
+    ] {
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let reply = w.api(&pairs).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.text(), ambiguous);
+        // A navigation is not sent to log in either: that would not clear the other cookie.
+        let mut navigation = get(&app_host(&w.gateway), "/").header("sec-fetch-mode", "navigate");
+        for (name, value) in &pairs {
+            navigation = navigation.header(*name, *value);
+        }
+        let reply = send(w.gateway.addr, navigation).await.unwrap();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(w.provider.authorize_calls(), 0);
+    }
+    // The same user twice, or one valid token beside a stale one, is fine.
+    let alice_again = w.token(ALICE);
+    let stale = w.provider.mint_alg_none(w.provider.standard_claims(BOB));
+    for cookie in [
+        format!("id_token={alice}; id_token={alice_again}"),
+        format!("id_token={stale}; id_token={alice}"),
+    ] {
+        let reply = w.api(&[("cookie", &cookie)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let bearer = format!("Bearer {alice_again}");
+    let reply = w
+        .api(&[
+            ("cookie", &format!("id_token={alice}")),
+            ("authorization", &bearer),
+        ])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Beyond eight tokens nothing is tried.
+    let many: Vec<String> = (0..9).map(|_| format!("id_token={alice}")).collect();
+    let reply = w.api(&[("cookie", &many.join("; "))]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn catalogue_59_placeholder_owners_are_refused_to_everyone() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let owners = ["anonymous", "-", "null", "undefined", "None", " ", "nobody"];
+    let conversations: Vec<String> = (0..owners.len()).map(|i| format!("{i:032x}")).collect();
+    let mut sandboxes = String::new();
+    for (owner, conversation) in owners.iter().zip(&conversations) {
+        sandboxes.push_str(&format!(
+            "[[discovery.sandboxes]]\nconversation_id = \"{conversation}\"\nuser_id = \"{owner}\"\naddress = \"127.0.0.1\"\n"
+        ));
+    }
+    let gw = Gateway::start(&static_config(upstream, &sandboxes));
+    gw.wait_ready().await;
+    for (owner, conversation) in owners.iter().zip(&conversations) {
+        let target = format!("/runtime/{conversation}/{}/x", upstream.port());
+        let reply = send(
+            gw.addr,
+            get(&app_host(&gw), &target).header("authorization", format!("Bearer {TOKEN}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{owner:?}");
+        assert_eq!(
+            reply.text(),
+            "Access denied: container not properly labeled with owner\n",
+            "{owner:?}"
+        );
+    }
+    // And no caller can be a placeholder: such a token-mode user id is a configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sandport.toml");
+    std::fs::write(
+        &config,
+        static_config(upstream, "").replace(
+            "user_id = \"alice\"\n[discovery]",
+            "user_id = \"anonymous\"\n[discovery]",
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("identity.user_id"), "{stderr}");
+}
+
+#[tokio::test]
+async fn catalogue_69_a_signed_sub_that_is_not_a_sane_principal_is_refused() {
+    let w = OidcWorld::start().await;
+    for sub in [
+        "alice\u{1}",
+        "alice\r\nx-cognito-user-id: bob",
+        "",
+        "anonymous",
+        "al ice",
+        &"a".repeat(257),
+    ] {
+        let mut claims = w.provider.standard_claims(ALICE);
+        claims["sub"] = json!(sub);
+        let bearer = format!("Bearer {}", w.provider.mint(claims));
+        let reply = w.api(&[("authorization", &bearer)]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{sub:?}");
+    }
+    // The control: the same token with a sane sub is accepted.
+    let bearer = format!("Bearer {}", w.token(ALICE));
+    assert_eq!(
+        w.api(&[("authorization", &bearer)]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn catalogue_68_a_token_without_token_use_is_refused() {
+    let w = OidcWorld::start().await;
+    let mut claims = w.provider.standard_claims(ALICE);
+    claims.as_object_mut().unwrap().remove("token_use");
+    let bearer = format!("Bearer {}", w.provider.mint(claims.clone()));
+    assert_eq!(
+        w.api(&[("authorization", &bearer)]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    claims["token_use"] = json!("id");
+    let bearer = format!("Bearer {}", w.provider.mint(claims));
+    assert_eq!(
+        w.api(&[("authorization", &bearer)]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn catalogue_64_attacker_chosen_kids_never_trigger_a_jwks_refetch() {
+    let w = OidcWorld::start().await;
+    let fetches = w.provider.jwks_fetches();
+    let claims = w.provider.standard_claims(ALICE);
+    for kid in [
+        json!("../../../../dev/null"),
+        json!("' OR 1=1--"),
+        json!("k".repeat(8 * 1024)),
+        json!("kid\u{7}"),
+        json!(42),
+        json!({"a": 1}),
+    ] {
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+        let bearer = format!(
+            "Bearer {}",
+            w.provider.mint_with_header(header, claims.clone())
+        );
+        let reply = w.api(&[("authorization", &bearer)]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{kid}");
+    }
+    assert_eq!(
+        w.provider.jwks_fetches(),
+        fetches,
+        "a malformed kid caused a fetch"
+    );
+    // The control: a well-formed unknown kid does cause one (rate-limited) refetch.
+    let unknown = format!("Bearer {}", w.provider.mint_unknown_kid(claims));
+    for _ in 0..3 {
+        assert_eq!(
+            w.api(&[("authorization", &unknown)]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(w.provider.jwks_fetches(), fetches + 1);
+}
+
+/// How the stand-in JWKS endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JwksFault {
+    /// Accepts the connection and closes it without answering.
+    Down,
+    Hang,
+    /// 10 MiB of a JSON string.
+    Huge,
+    InvalidJson,
+    /// Only an `oct` key (which must never become an HMAC secret).
+    OnlyOctKeys,
+    /// The provider's real keys.
+    Healthy,
+}
+
+/// A JWKS endpoint with faults, counting the requests it gets.
+struct JwksEndpoint {
+    addr: SocketAddr,
+    fault: Arc<Mutex<JwksFault>>,
+    requests: Arc<AtomicU64>,
+}
+
+impl JwksEndpoint {
+    async fn start(fault: JwksFault, healthy: serde_json::Value) -> JwksEndpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fault = Arc::new(Mutex::new(fault));
+        let requests = Arc::new(AtomicU64::new(0));
+        let healthy = Bytes::from(serde_json::to_vec(&healthy).unwrap());
+        let (state, count) = (Arc::clone(&fault), Arc::clone(&requests));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let served = serve_jwks(
+                    stream,
+                    Arc::clone(&state),
+                    Arc::clone(&count),
+                    healthy.clone(),
+                );
+                tokio::spawn(served);
+            }
+        });
+        JwksEndpoint {
+            addr,
+            fault,
+            requests,
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    fn set(&self, fault: JwksFault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves one connection. Connection-level faults apply when it opens; the others per request
+/// (the client keeps connections alive, so a switch to healthy must reach an open one).
+async fn serve_jwks(
+    stream: tokio::net::TcpStream,
+    fault: Arc<Mutex<JwksFault>>,
+    requests: Arc<AtomicU64>,
+    healthy: Bytes,
+) {
+    let at_open = *fault.lock().unwrap();
+    match at_open {
+        JwksFault::Down => {
+            requests.fetch_add(1, Ordering::SeqCst);
+            return drop(stream);
+        }
+        JwksFault::Hang => {
+            requests.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            return;
+        }
+        _ => {}
+    }
+    let service = hyper::service::service_fn(move |_request| {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let body = match *fault.lock().unwrap() {
+            JwksFault::Huge => Bytes::from(format!("\"{}\"", "x".repeat(10 * 1024 * 1024))),
+            JwksFault::InvalidJson => Bytes::from_static(b"{\"keys\": [nope"),
+            JwksFault::OnlyOctKeys => Bytes::from_static(
+                br#"{"keys":[{"kty":"oct","kid":"hmac","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQ"}]}"#,
+            ),
+            JwksFault::Down | JwksFault::Hang | JwksFault::Healthy => healthy.clone(),
+        };
+        async move {
+            let mut response = http::Response::new(Full::new(body));
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+}
+
+async fn ready_status(gateway: &Gateway) -> StatusCode {
+    send(gateway.admin, get("localhost", "/ready"))
+        .await
+        .map_or(StatusCode::SERVICE_UNAVAILABLE, |reply| reply.status)
+}
+
+#[tokio::test]
+async fn catalogue_71_112_cold_start_without_keys_is_not_ready_and_says_why() {
+    let provider = TestProvider::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let token = provider.mint(provider.standard_claims(ALICE));
+    for fault in [
+        JwksFault::Down,
+        JwksFault::Hang,
+        JwksFault::Huge,
+        JwksFault::InvalidJson,
+        JwksFault::OnlyOctKeys,
+    ] {
+        let jwks = JwksEndpoint::start(fault, provider.jwks()).await;
+        let extra = format!("jwks_uri = \"{}\"\n", jwks.uri());
+        let (gw, _dir) = start_oidc_gateway(&provider, upstream, &extra);
+        // Two failed fetches have happened (the retry ran): still not ready.
+        eventually(
+            &format!("{fault:?}: two JWKS fetches"),
+            Duration::from_secs(20),
+            || async { jwks.requests() >= 2 },
+        )
+        .await;
+        assert_eq!(
+            ready_status(&gw).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{fault:?}"
+        );
+        let bearer = format!("Bearer {token}");
+        for request in [
+            get(&app_host(&gw), "/api/x").header("authorization", &bearer),
+            get(&app_host(&gw), "/").header("sec-fetch-mode", "navigate"),
+            get(
+                &app_host(&gw),
+                &format!("/runtime/{STATIC_CONVERSATION}/{}/x", upstream.port()),
+            )
+            .header("cookie", format!("id_token={token}")),
+        ] {
+            let reply = send(gw.addr, request).await.unwrap();
+            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{fault:?}");
+            assert_eq!(reply.header("retry-after"), Some("2"), "{fault:?}");
+            assert_eq!(
+                reply.text(),
+                "Login is unavailable right now: the identity provider's keys are not loaded\n",
+                "{fault:?}"
+            );
+        }
+        assert_eq!(
+            provider.authorize_calls(),
+            0,
+            "{fault:?}: no login was started"
+        );
+        // Recovery is automatic once the endpoint answers.
+        jwks.set(JwksFault::Healthy);
+        eventually(
+            &format!("{fault:?}: ready after recovery"),
+            Duration::from_secs(20),
+            || async { ready_status(&gw).await == StatusCode::OK },
+        )
+        .await;
+        let reply = send(
+            gw.addr,
+            get(&app_host(&gw), "/api/x").header("authorization", &bearer),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{fault:?}");
+    }
+}
+
+/// A raw WebSocket handshake (status only) to `target`, with `headers`.
+async fn handshake(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> StatusCode {
+    let mut request = get(&app_host(gw), target)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(gw.addr, request).await.unwrap().status
+}
+
+#[tokio::test]
+async fn catalogue_74_cookie_websockets_without_origin_are_refused() {
+    let (gw, upstream) = token_world("").await;
+    let target = sandbox_path(upstream, "__sandbox/ws");
+    let cookie = format!("sandport_token={TOKEN}");
+    let bearer = format!("Bearer {TOKEN}");
+    let app = format!("http://{}", app_host(&gw));
+    let cases = [
+        (vec![("cookie", cookie.as_str())], StatusCode::FORBIDDEN),
+        (
+            vec![("cookie", cookie.as_str()), ("origin", "https://evil.test")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("cookie", cookie.as_str()), ("origin", "null")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("cookie", cookie.as_str()), ("origin", app.as_str())],
+            StatusCode::SWITCHING_PROTOCOLS,
+        ),
+        (
+            vec![("authorization", bearer.as_str())],
+            StatusCode::SWITCHING_PROTOCOLS,
+        ),
+    ];
+    for (headers, expected) in cases {
+        assert_eq!(
+            handshake(&gw, &target, &headers).await,
+            expected,
+            "{headers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn catalogue_76_cross_site_writes_with_cookies_never_reach_upstreams() {
+    let (gw, upstream) = token_world("").await;
+    let cookie = format!("sandport_token={TOKEN}");
+    let app = format!("http://{}", app_host(&gw));
+    let post = |target: &str, headers: &[(&str, &str)]| {
+        let mut request = get(&app_host(&gw), target).method("POST");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    };
+    for target in ["/api/save".to_owned(), sandbox_path(upstream, "api/save")] {
+        for headers in [
+            vec![("cookie", cookie.as_str()), ("origin", "https://evil.test")],
+            vec![
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ] {
+            let reply = send_body(gw.addr, post(&target, &headers), Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{target} {headers:?}");
+            assert_eq!(reply.text(), "Cross-origin request refused\n");
+        }
+        for headers in [
+            vec![("cookie", cookie.as_str()), ("origin", app.as_str())],
+            vec![
+                ("cookie", cookie.as_str()),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            vec![("cookie", cookie.as_str())],
+        ] {
+            let reply = send_body(gw.addr, post(&target, &headers), Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, StatusCode::OK, "{target} {headers:?}");
+        }
+        // A cross-site GET is a navigation and passes.
+        let reply = send(
+            gw.addr,
+            get(&app_host(&gw), &target)
+                .header("cookie", &cookie)
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{target}");
+    }
+    // The forbidden answers came from sandport: the metric counts them.
+    assert_eq!(
+        gw.metric("sandport_errors_total", "cross_origin").await,
+        4.0
+    );
+}
