@@ -9,11 +9,11 @@ mod harness;
 
 /// A real browser: headless Chromium on a conversation page reaching its sandbox container.
 mod browser;
-/// Hostile input to the parsers on the wire: a clear 4xx, never a panic.
-mod catalogue_parsing;
 /// The hardening catalogue's identity cases: header spellings, bearer tokens, ambiguity,
 /// placeholder owners, hostile claims and kids, cold start without keys, cross-site requests.
 mod catalogue_identity;
+/// Hostile input to the parsers on the wire: a clear 4xx, never a panic.
+mod catalogue_parsing;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.
