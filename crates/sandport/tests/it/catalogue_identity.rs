@@ -511,6 +511,7 @@ async fn serve_jwks(
         }
         JwksFault::Hang => {
             requests.fetch_add(1, Ordering::SeqCst);
+            // The fault under test: a JWKS endpoint that never answers (not synchronisation).
             tokio::time::sleep(Duration::from_secs(600)).await;
             return;
         }
