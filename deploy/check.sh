@@ -75,7 +75,7 @@ for dockerfile in "$repo"/deploy/*.Dockerfile; do
         # bin/sandport and venv/ are staged by build-images.sh, not taken from the repository
         [ -e "$repo/$src" ] || [ "$src" = bin/sandport ] || [ "$src" = venv/ ] \
             || die "$(basename "$dockerfile"): COPY source $src does not exist"
-    done < <(sed -n 's/^COPY \([^ ]*\) .*/\1/p' "$dockerfile")
+    done < <(sed -n 's/^COPY \(--[^ ]* \)*\([^ ]*\) .*/\2/p' "$dockerfile")
 done
 say "Dockerfile COPY sources present"
 
