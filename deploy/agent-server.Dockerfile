@@ -28,7 +28,9 @@ ENV LC_ALL=C.UTF-8 \
     OH_ENABLE_VNC=false \
     LOG_JSON=true \
     OPENHANDS_SUPPRESS_BANNER=1 \
-    LITELLM_LOCAL_MODEL_COST_MAP=True
+    LITELLM_LOCAL_MODEL_COST_MAP=True \
+    # Docker's --init may be PID 1 (upstream's app asks for it); tini then reaps as a subreaper
+    TINI_SUBREAPER=1
 USER openhands
 WORKDIR /workspace/project
 EXPOSE 8000

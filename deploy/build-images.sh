@@ -120,7 +120,8 @@ base_image() {
 venv() {
     local name=$1 path=$2 lock=$3 manifest=${4:-} base key dir uv ca
     base=$(base_image)
-    key=$(hash_of "$lock" ${manifest:+"$manifest"} <(echo "$base $path"))
+    # the recipe is part of the key: change it, and every virtualenv is rebuilt
+    key=$(hash_of "$lock" ${manifest:+"$manifest"} <(echo "$base $path") <(declare -f venv))
     dir=$cache/venv-$name-$key
     if [ -x "$dir/bin/python" ]; then
         echo "$dir"
@@ -134,14 +135,16 @@ venv() {
     local mounts=(-v "$dir.part:$path" -v "$lock:/sandport/lock.txt:ro" -v "$uv:/usr/local/bin/uv:ro"
         -v "$cache/uv-cache:/sandport/uv-cache")
     [ ! -f "$ca" ] || mounts+=(-v "$ca:/etc/ssl/certs/ca-certificates.crt:ro")
-    local script="python3 -m venv --without-pip $path && UV_CACHE_DIR=/sandport/uv-cache UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1 uv pip install -q --python $path/bin/python --no-deps --link-mode copy -r /sandport/lock.txt"
+    local script="python3 -m venv --without-pip $path && UV_CACHE_DIR=/sandport/uv-cache UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1 uv pip install -q --python $path/bin/python --no-deps --link-mode copy --compile-bytecode -r /sandport/lock.txt"
     if [ -n "$manifest" ]; then
         mounts+=(-v "$manifest:/sandport/patches.toml:ro" -v "$binary:/usr/local/bin/sandport:ro")
-        script+=" && PATH=$path/bin:\$PATH sandport patch apply --manifest /sandport/patches.toml --root \$($path/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')"
+        script+=" && site=\$($path/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')"
+        script+=" && PATH=$path/bin:\$PATH sandport patch apply --manifest /sandport/patches.toml --root \$site"
+        script+=" && $path/bin/python -m compileall -q \$site/openhands/sdk"
     fi
     docker run --rm --name "sandport-build-$name-$$" --network bridge "${mounts[@]}" "$base" \
         sh -c "$script" >&2 || { rm -rf "$dir.part"; die "building the $name virtualenv failed"; }
-    find "$dir.part" -name __pycache__ -type d -prune -exec rm -rf {} +
+    # byte code stays: without it every new sandbox spends seconds compiling before it answers
     mv "$dir.part" "$dir"
     echo "$dir"
 }
