@@ -161,32 +161,47 @@ stage() {
     echo "$stage"
 }
 
+# Builds IMAGE from DOCKERFILE in STAGE (then removed) unless an image of that name was built
+# from the same inputs: the staged files (a virtualenv by its cache key) and the build args.
+# Sending a virtualenv of a gigabyte to the daemon is what takes the time, not the layers.
+build() { # image dockerfile stage venv-key build-arg...
+    local image=$1 dockerfile=$2 stage=$3 venv_key=$4 inputs
+    shift 4
+    inputs=$( (cd "$stage" && find . -path ./venv -prune -o -type f -print0 | sort -z \
+        | xargs -0 sha256sum; echo "$venv_key $*") | sha256sum | cut -c1-16)
+    if [ "$(docker image inspect -f '{{index .Config.Labels "org.sandport.inputs"}}' "$image" 2>/dev/null)" = "$inputs" ]; then
+        say "$image is up to date"
+    else
+        say "building $image"
+        local args=() arg
+        for arg in "$@"; do args+=(--build-arg "$arg"); done
+        docker build -q "${args[@]}" --label "org.sandport.inputs=$inputs" \
+            -f "$stage/deploy/$dockerfile" -t "$image" "$stage" >/dev/null
+    fi
+    rm -rf "$stage"
+}
+
 build_sandport() {
     local stage
     stage=$(stage)
     cp "$binary" "$stage/bin/sandport"
-    say "building $sandport_image"
-    docker build -q -f "$stage/deploy/sandport.Dockerfile" -t "$sandport_image" "$stage" >/dev/null
-    rm -rf "$stage"
+    build "$sandport_image" sandport.Dockerfile "$stage" -
 }
 
 build_openhands() {
-    local stage venv base args=()
+    local stage venv base
     stage=$(stage)
     cp "$binary" "$stage/bin/sandport"
     if [ -n "${OPENHANDS_BASE_IMAGE:-}" ]; then
         # upstream's image already holds /app/.venv; the COPY of an empty directory adds nothing
         mkdir -p "$stage/venv"
-        args+=(--build-arg "BASE_IMAGE=$OPENHANDS_BASE_IMAGE")
+        build "$openhands_image" openhands.Dockerfile "$stage" - "BASE_IMAGE=$OPENHANDS_BASE_IMAGE"
     else
         venv=$(venv openhands /app/.venv "$repo/deploy/locks/openhands-app.txt")
         base=$(base_image)
         cp -al "$venv" "$stage/venv"
-        args+=(--build-arg "BASE_IMAGE=$base")
+        build "$openhands_image" openhands.Dockerfile "$stage" "$(basename "$venv")" "BASE_IMAGE=$base"
     fi
-    say "building $openhands_image"
-    docker build -q "${args[@]}" -f "$stage/deploy/openhands.Dockerfile" -t "$openhands_image" "$stage" >/dev/null
-    rm -rf "$stage"
 }
 
 agent_server_version() {
@@ -194,20 +209,17 @@ agent_server_version() {
 }
 
 build_agent_server() {
-    local stage image version venv base
+    local stage version venv base
     version=$(agent_server_version)
     [ -n "$version" ] || die "no openhands-agent-server pin in deploy/locks/agent-server.txt"
-    # upstream's app names the image REPOSITORY:VERSION-python (AGENT_SERVER_IMAGE_REPOSITORY)
-    image=$agent_repository:$version-python
     stage=$(stage)
     venv=$(venv agent-server /agent-server/.venv "$repo/deploy/locks/agent-server.txt" \
         "$repo/integrations/openhands/agent-server-patches.toml")
     base=$(base_image)
     cp -al "$venv" "$stage/venv"
-    say "building $image"
-    docker build -q --build-arg "BASE_IMAGE=$base" -f "$stage/deploy/agent-server.Dockerfile" \
-        -t "$image" "$stage" >/dev/null
-    rm -rf "$stage"
+    # upstream's app names the image REPOSITORY:VERSION-python (AGENT_SERVER_IMAGE_REPOSITORY)
+    build "$agent_repository:$version-python" agent-server.Dockerfile "$stage" "$(basename "$venv")" \
+        "BASE_IMAGE=$base"
 }
 
 locks() {
