@@ -72,9 +72,10 @@ fi
 # --- Dockerfile COPY sources, in the context build-images.sh stages
 for dockerfile in "$repo"/deploy/*.Dockerfile; do
     while read -r src; do
-        [ -e "$repo/$src" ] || [ "$src" = target/x86_64-unknown-linux-gnu/release/sandport ] \
+        # bin/sandport and venv/ are staged by build-images.sh, not taken from the repository
+        [ -e "$repo/$src" ] || [ "$src" = bin/sandport ] || [ "$src" = venv/ ] \
             || die "$(basename "$dockerfile"): COPY source $src does not exist"
-    done < <(sed -n 's/^COPY \([^ ]*\) .*/\1/p' "$dockerfile")
+    done < <(sed -n 's/^COPY \(--[^ ]* \)*\([^ ]*\) .*/\2/p' "$dockerfile")
 done
 say "Dockerfile COPY sources present"
 

@@ -69,6 +69,14 @@ find_python() {
     return 1
 }
 
+uv_binary() {
+    if command -v uv >/dev/null 2>&1; then command -v uv; return; fi
+    local tools=$cache/uv-tool
+    [ -x "$tools/bin/uv" ] || { python3 -m venv "$tools" && "$tools/bin/pip" install -q uv; } >&2 \
+        || die "installing uv"
+    echo "$tools/bin/uv"
+}
+
 mkdir -p "$cache"
 exec 9>"$cache/openhands-venv.lock"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
@@ -81,8 +89,9 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.sandport-pin" 2>/dev/null)" !
     say "creating $venv with $python ($("$python" --version 2>&1)); installing openhands-ai==$pinned (takes minutes)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openhands-ai==$pinned" \
-        || die "pip install openhands-ai==$pinned"
+    # uv resolves and installs openhands-ai in seconds; pip takes many minutes
+    "$(uv_binary)" pip install --quiet --python "$venv/bin/python" "openhands-ai==$pinned" \
+        || die "uv pip install openhands-ai==$pinned"
     echo "$stamp_want" > "$venv/.sandport-pin"
 else
     say "reusing $venv (openhands-ai==$pinned)"

@@ -12,6 +12,8 @@ its name prefix, for anybody. This subclass acts for one principal:
 
 Creating containers is upstream's code, patched to call
 ``sandport_openhands.docker_hooks`` (labels, per-sandbox workspace, network).
+Every URL reported is also recorded for ``public_urls``, which hands the
+browser the sandport runtime URL of the same port.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from openhands.app_server.sandbox.sandbox_service import (
 )
 from openhands.app_server.services.injector import InjectorState
 
+from sandport_openhands import public_urls
 from sandport_openhands.docker_hooks import (
+    LABEL_CONVERSATION_ID,
     LABEL_USER_ID,
     is_sandbox_id,
     sandbox_network,
@@ -74,6 +78,10 @@ class SandportDockerSandboxService(DockerSandboxService):
         info.created_by_user_id = container_owner(container)
         if sandbox_network() and info.status == SandboxStatus.RUNNING:
             info.exposed_urls = self._network_urls(container, info.session_api_key)
+        conversation_id = (getattr(container, 'labels', None) or {}).get(LABEL_CONVERSATION_ID)
+        for exposed in info.exposed_urls or []:
+            # the browser gets the sandport runtime URL of the same port (public_urls.py)
+            public_urls.remember(exposed.url, conversation_id or '', exposed.port)
         return info
 
     def _network_urls(self, container: Any, session_api_key: str | None) -> list[ExposedUrl]:

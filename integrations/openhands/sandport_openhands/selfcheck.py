@@ -11,6 +11,9 @@ apply`` and before the app starts. It checks the *effective* configuration
 * sandboxes use the owner-scoped Docker service, and upstream's
   ``start_sandbox`` calls the label and workspace hooks;
 * a conversation's id is fixed before its sandbox starts;
+* the browser gets sandport runtime URLs for sandboxes: the middleware is
+  installed and ``SANDPORT_RUNTIME_URL`` (or ``OH_WEB_URL``) is valid, and set
+  whenever sandboxes publish no ports (``SANDPORT_SANDBOX_NETWORK``);
 * the per-user store can be listed (nothing is written).
 
 Exit status 0 when all hold; otherwise 1 and one line on stderr starting with
@@ -104,6 +107,27 @@ def _check_patched_code() -> str | None:
     return '; '.join(problems) or None
 
 
+def _check_public_urls() -> str | None:
+    import importlib.util
+
+    from sandport_openhands import public_urls
+    from sandport_openhands.docker_hooks import sandbox_network
+
+    spec = importlib.util.find_spec('openhands.app_server.app')
+    if spec is None or spec.origin is None:
+        return 'openhands.app_server.app not found'
+    with open(spec.origin, encoding='utf-8') as f:
+        if 'app.add_middleware(_SandportPublicUrls)' not in f.read():
+            return 'the public URL middleware is not installed'
+    template = public_urls.runtime_url_template()
+    if template is None and sandbox_network():
+        return (
+            'sandboxes publish no ports (SANDPORT_SANDBOX_NETWORK) but neither '
+            f'{public_urls.RUNTIME_URL_VARIABLE} nor OH_WEB_URL is set'
+        )
+    return None
+
+
 def _check_storage() -> str | None:
     """The per-user store answers (read-only: start-up may run as another user)."""
     from sandport_openhands.storage import default_store
@@ -117,6 +141,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     'settings-and-secrets': _check_stores,
     'services': _check_services,
     'patched-code': _check_patched_code,
+    'public-urls': _check_public_urls,
     'user-data-store': _check_storage,
 }
 
