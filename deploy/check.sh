@@ -95,7 +95,7 @@ sed -i "s/'sandbox_spec_id': sandbox_spec.id,/'sandbox_spec': sandbox_spec.id,/"
     "$work/drift/openhands/app_server/sandbox/docker_sandbox_service.py"
 printf 'sandport-deploy-check-assertion-key\n' > "$work/assertion-key"
 
-run_entrypoint() { # root marker
+run_entrypoint() { # root command...
     env -i PATH="$work/bin:$venv/bin:/usr/bin:/bin" HOME="$work" \
         SANDPORT_MANIFEST="$repo/integrations/openhands/patches.toml" \
         SANDPORT_PATCH_ROOT="$1" SANDPORT_PYTHON="$venv/bin/python" \
@@ -103,14 +103,14 @@ run_entrypoint() { # root marker
         SANDPORT_ASSERTION_KEY_FILE="$work/assertion-key" SANDPORT_TRUSTED_PROXIES=172.28.0.2/32 \
         OH_PERSISTENCE_DIR="$work/persistence" SANDPORT_USER_DATA="$work/user-data" \
         OPENHANDS_SUPPRESS_BANNER=1 LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONDONTWRITEBYTECODE=1 \
-        "$repo/deploy/openhands-entrypoint.sh" touch "$2"
+        "$repo/deploy/openhands-entrypoint.sh" "${@:2}"
 }
-run_entrypoint "$work/ok" "$work/started-ok" > "$work/ok.log" 2>&1 \
+run_entrypoint "$work/ok" touch "$work/started-ok" > "$work/ok.log" 2>&1 \
     || { cat "$work/ok.log" >&2; die "entrypoint on a pristine tree"; }
 [ -f "$work/started-ok" ] || die "entrypoint did not run the command"
 grep -q 'self-check passed' "$work/ok.log" || die "entrypoint did not run the self-check"
 set +e
-run_entrypoint "$work/drift" "$work/started-drift" > "$work/drift.log" 2>&1
+run_entrypoint "$work/drift" touch "$work/started-drift" > "$work/drift.log" 2>&1
 rc=$?
 set -e
 [ "$rc" = 1 ] || { cat "$work/drift.log" >&2; die "entrypoint on a drifted tree exited $rc, not 1"; }
@@ -119,6 +119,20 @@ set -e
     || { cat "$work/drift.log" >&2; die "no CRITICAL PATCHES FAILED summary naming sandbox-labels"; }
 grep -q 'refusing to start OpenHands' "$work/drift.log" || die "no refusal message"
 say "openhands-entrypoint.sh: starts the app when patched, refuses (exit 1) on a failed critical patch"
+
+# uvicorn must keep the transport's peer address: --no-proxy-headers is added, --proxy-headers refused
+printf '#!/bin/sh\necho "$@" > %s\n' "$work/uvicorn-args" > "$work/bin/uvicorn"
+chmod +x "$work/bin/uvicorn"
+run_entrypoint "$work/ok" "$work/bin/uvicorn" app:app --port 3000 > "$work/uvicorn.log" 2>&1 \
+    || { cat "$work/uvicorn.log" >&2; die "entrypoint with uvicorn"; }
+grep -q -- '--port 3000 --no-proxy-headers' "$work/uvicorn-args" || die "uvicorn was not given --no-proxy-headers"
+set +e
+run_entrypoint "$work/ok" "$work/bin/uvicorn" app:app --proxy-headers > "$work/uvicorn-refused.log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q 'X-Forwarded-For' "$work/uvicorn-refused.log" \
+    || { cat "$work/uvicorn-refused.log" >&2; die "entrypoint accepted uvicorn --proxy-headers (exit $rc)"; }
+say "openhands-entrypoint.sh: uvicorn gets --no-proxy-headers; --proxy-headers is refused"
 
 # --- the gateway image
 if [ "$image" = --image ]; then

@@ -45,6 +45,21 @@ fi
 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m sandport_openhands.selfcheck \
     || fail "security self-check failed"
 
+# uvicorn rewrites the client address from X-Forwarded-For by default when the peer is
+# 127.0.0.1: the identity check would then see the edge's client instead of sandport, and
+# refuse everybody. The peer address must stay the transport's.
+case ${1:-} in
+uvicorn | */uvicorn)
+    for arg in "$@"; do
+        case $arg in
+        --proxy-headers | --forwarded-allow-ips | --forwarded-allow-ips=*)
+            fail "$arg would let X-Forwarded-For replace the peer address the identity check relies on" ;;
+        esac
+    done
+    set -- "$@" --no-proxy-headers
+    ;;
+esac
+
 if [ -x "$upstream" ]; then
     exec "$upstream" "$@"
 fi

@@ -31,4 +31,5 @@ RUN chmod 0755 /opt/sandport/openhands-entrypoint.sh /usr/local/bin/sandport \
 
 EXPOSE 3000
 ENTRYPOINT ["/opt/sandport/openhands-entrypoint.sh"]
+# the entrypoint adds --no-proxy-headers to uvicorn (and refuses --proxy-headers)
 CMD ["uvicorn", "openhands.server.listen:app", "--host", "0.0.0.0", "--port", "3000"]

@@ -3,8 +3,8 @@ sandport who they are.
 
 A user "logs in" at ``/e2e-login?user=NAME`` and gets a session cookie for the app's domain
 and every runtime host under it. On every request the edge drops whatever identity headers
-the client sent, and, for a logged-in user, adds ``X-Cognito-User-Id`` and the shared secret
-in ``X-Origin-Verify``. Anonymous requests are sent to the login page, as a real edge does.
+the client sent, and, for a logged-in user, adds ``X-Cognito-User-Id``, the shared secret
+in ``X-Origin-Verify`` and the client's address in ``X-Forwarded-For``. Anonymous requests are sent to the login page, as a real edge does.
 
 Each request travels on its own upstream connection (``Connection: close``), so request and
 response bodies, chunked or not, and WebSocket upgrades are relayed as bytes.
@@ -81,7 +81,9 @@ class Edge:
             if not n.strip().lower().startswith(IDENTITY_PREFIXES)
             and (upgrade or n.strip().lower() not in ('connection', 'keep-alive'))
         ]
-        kept += [('X-Cognito-User-Id', user), ('X-Origin-Verify', self.secret)]
+        # what a real edge adds besides identity: the client's address
+        peer = writer.get_extra_info('peername')[0]
+        kept += [('X-Cognito-User-Id', user), ('X-Origin-Verify', self.secret), ('X-Forwarded-For', peer)]
         if not upgrade:
             kept.append(('Connection', 'close'))
         out = f'{method} {target} {version}\r\n' + ''.join(f'{n}:{v if v.startswith(" ") else " " + v}\r\n' for n, v in kept)

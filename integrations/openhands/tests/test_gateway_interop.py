@@ -47,13 +47,29 @@ def _wait_for(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f'{url} did not come up')
 
 
+def identity_section(mode: str, key_file: Path) -> str:
+    if mode == 'trusted_header':
+        # the layout with an edge on the same host: sandport believes it, and keeps its
+        # X-Forwarded-For chain
+        return f'''[identity]
+mode = "trusted_header"
+trusted_proxies = ["127.0.0.1/32"]
+assertion_key_file = "{key_file}"'''
+    return f'''[identity]
+mode = "token"
+user_id = "local-user"
+token = "{TOKEN}"
+assertion_key_file = "{key_file}"'''
+
+
 @pytest.fixture
-def app_behind_sandport(patched_tree, user_data, tmp_path: Path, monkeypatch):
+def app_behind_sandport(request, patched_tree, user_data, tmp_path: Path, monkeypatch):
     import uvicorn
 
     from openhands.app_server.app import app
     from sandport_openhands import auth, identity
 
+    params = getattr(request, 'param', {})
     binary = _gateway_binary()
     key_file = tmp_path / 'assertion-key'
     key_file.write_text('interop-assertion-key-0123456789abcdef\n')
@@ -64,7 +80,9 @@ def app_behind_sandport(patched_tree, user_data, tmp_path: Path, monkeypatch):
 
     app_port, public_port, admin_port = _free_port(), _free_port(), _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host='127.0.0.1', port=app_port, lifespan='off', log_level='warning')
+        # as deploy/openhands-entrypoint.sh starts it: --no-proxy-headers, unless a test asks
+        uvicorn.Config(app, host='127.0.0.1', port=app_port, lifespan='off', log_level='warning',
+                       proxy_headers=params.get('proxy_headers', False))
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -78,11 +96,7 @@ listen = "127.0.0.1:{public_port}"
 listen = "127.0.0.1:{admin_port}"
 [app]
 upstream = "http://127.0.0.1:{app_port}"
-[identity]
-mode = "token"
-user_id = "local-user"
-token = "{TOKEN}"
-assertion_key_file = "{key_file}"
+{identity_section(params.get('identity', 'token'), key_file)}
 [discovery]
 backend = "static"
 '''
@@ -131,3 +145,28 @@ def test_identity_reaches_the_app_only_through_sandport(app_behind_sandport, use
     # straight to the app with a forged identity header: the app refuses
     forged = httpx.get(f'{direct}/api/v1/settings', headers={'X-Cognito-User-Id': 'local-user'})
     assert forged.status_code == 401
+
+
+EDGE = {'X-Cognito-User-Id': 'local-user', 'X-Forwarded-For': '203.0.113.7'}
+
+
+@pytest.mark.parametrize('app_behind_sandport', [{'identity': 'trusted_header'}], indirect=True)
+def test_an_edge_adding_x_forwarded_for_changes_nothing(app_behind_sandport, user_data) -> None:
+    public, _ = app_behind_sandport
+    stored = httpx.post(f'{public}/api/v1/settings', headers=EDGE, json={'language': 'fr'})
+    assert stored.status_code == 200, stored.text
+    loaded = httpx.get(f'{public}/api/v1/settings', headers=EDGE)
+    assert loaded.status_code == 200 and loaded.json()['language'] == 'fr'
+
+
+@pytest.mark.parametrize(
+    'app_behind_sandport', [{'identity': 'trusted_header', 'proxy_headers': True}], indirect=True
+)
+def test_uvicorns_proxy_headers_would_lock_everyone_out(app_behind_sandport, user_data, caplog) -> None:
+    """Why the entrypoint adds --no-proxy-headers: with uvicorn's default, sandport on
+    127.0.0.1 is trusted to name the client, the peer check sees the edge's client, and every
+    user is refused."""
+    public, _ = app_behind_sandport
+    refused = httpx.get(f'{public}/api/v1/settings', headers=EDGE)
+    assert refused.status_code == 401
+    assert 'request did not come from a trusted proxy' in caplog.text
