@@ -380,3 +380,22 @@ def test_anonymous_browsers_get_the_login_and_sandport_refuses_requests_without_
         anonymous.quit()
     assert call(stack, None, 'GET', f'/runtime/{conversation_hex(alice)}/5000/')[0] == 401
     assert call(stack, None, 'GET', '/api/v1/app-conversations/search')[0] == 401
+
+
+def test_bob_cannot_squat_alices_conversation_id(stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
+    conversation = alice['conversation']
+    cid = conversation_hex(alice)
+    bob = browser.session()
+    try:
+        bob.go(f'{stack.origin}/e2e-login?user=bob')
+        status, text = fetch(bob, 'POST', f'{stack.origin}/api/v1/app-conversations',
+                             {'conversation_id': conversation['id']})
+        assert status == 409, text
+    finally:
+        bob.quit()
+    owners = {c['Config']['Labels'].get('user_id') for c in stack.sandboxes()
+              if c['Config']['Labels'].get('conversation_id') == cid}
+    assert owners == {'alice'}
+    session = alice['session']
+    session.go(f'{stack.origin}/runtime/{cid}/5000/')
+    assert 'alice-app' in session.page_text()

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, AsyncGenerator, Callable
 from uuid import UUID
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from pydantic import ValidationError
 
 from openhands.app_server.app_conversation.app_conversation_info_service import (
@@ -75,6 +75,35 @@ def conversation_dir(user_id: str, conversation_id: UUID) -> str:
 
 def metadata_key(user_id: str, conversation_id: UUID) -> str:
     return f'{conversation_dir(user_id, conversation_id)}/metadata.json'
+
+
+def owner_key(conversation_id: UUID) -> str:
+    """Where a conversation id's first owner is recorded, for every user to check against."""
+    return f'conversation-owners/{conversation_id.hex}'
+
+
+async def claim_conversation_id(
+    user_id: str | None, conversation_id: UUID, store: UserDataStore | None = None
+) -> None:
+    """Binds a conversation id to the first user who starts a conversation with it.
+
+    Called before anything is created for a new conversation: the same user may start it
+    again (a retry, a resumed sandbox), anybody else is refused, so no second user can get
+    a container labelled with somebody else's conversation id (409).
+    """
+    if not is_valid_user_id(user_id):
+        raise PermissionsError('refusing to start a conversation without a known owner')
+    assert user_id is not None
+    store = store or default_store()
+    key = owner_key(conversation_id)
+    if await asyncio.to_thread(store.create, key, user_id.encode()):
+        return
+    owner = (await asyncio.to_thread(store.read, key)).decode()
+    if owner != user_id:
+        _logger.warning(
+            'refused conversation id %s for %s: it belongs to another user', conversation_id.hex, user_id
+        )
+        raise HTTPException(409, 'conversation id belongs to another user')
 
 
 def _aware(value: datetime) -> datetime:

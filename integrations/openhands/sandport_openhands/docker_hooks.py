@@ -64,7 +64,26 @@ def sandbox_labels(service: Any, sandbox_id: object) -> dict[str, str]:
             '(32 lowercase hex)'
         )
     assert isinstance(sandbox_id, str)
+    _refuse_other_owners(service, sandbox_id, owner)
     return {LABEL_CONVERSATION_ID: sandbox_id, LABEL_USER_ID: owner}
+
+
+def _refuse_other_owners(service: Any, sandbox_id: str, owner: str) -> None:
+    """A container of another user already carries this conversation id: refuse (one list
+    call per sandbox start; sandport would refuse both containers' routes anyway)."""
+    docker = getattr(service, 'docker_client', None)
+    if docker is None:
+        return
+    for container in docker.containers.list(all=True):
+        labels = getattr(container, 'labels', None) or {}
+        if labels.get(LABEL_CONVERSATION_ID) == sandbox_id and labels.get(LABEL_USER_ID) != owner:
+            _logger.warning(
+                'refused a sandbox for conversation %s: another user\'s container has that id',
+                sandbox_id,
+            )
+            raise SandboxError(
+                'refusing to start a sandbox for a conversation id that belongs to another user'
+            )
 
 
 def _prepare_workspace_dir(path: str) -> None:

@@ -10,7 +10,8 @@ apply`` and before the app starts. It checks the *effective* configuration
 * conversation metadata uses the per-user service;
 * sandboxes use the owner-scoped Docker service, and upstream's
   ``start_sandbox`` calls the label and workspace hooks;
-* a conversation's id is fixed before its sandbox starts;
+* a conversation's id is fixed before its sandbox starts, and claimed for its
+  first owner;
 * the browser gets sandport runtime URLs for sandboxes: the middleware is
   installed and ``SANDPORT_RUNTIME_URL`` (or ``OH_WEB_URL``) is valid, and set
   whenever sandboxes publish no ports (``SANDPORT_SANDBOX_NETWORK``);
@@ -104,6 +105,8 @@ def _check_patched_code() -> str | None:
     source = inspect.getsource(live_status)
     if 'request.conversation_id = uuid4()' not in source:
         problems.append('conversation id is not fixed before the sandbox starts')
+    if 'await _sandport_claim(user_id, request.conversation_id)' not in source:
+        problems.append('conversation ids are not bound to their first owner')
     return '; '.join(problems) or None
 
 

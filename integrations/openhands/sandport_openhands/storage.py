@@ -76,6 +76,10 @@ class UserDataStore(ABC):
     def delete_tree(self, prefix: str) -> bool:
         """Delete ``prefix`` and everything below; False if nothing was there."""
 
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write the record only if none exists, atomically; False when one did."""
+
 
 class LocalDirStore(UserDataStore):
     """A directory on a local or network file system.
@@ -119,6 +123,29 @@ class LocalDirStore(UserDataStore):
                 raise
         except OSError as e:
             raise StorageError(f'cannot write {key}: {e.strerror or e}') from e
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=path.parent)
+            try:
+                with os.fdopen(fd, 'wb') as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                # link() fails if the name exists: of two writers, exactly one wins
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        except OSError as e:
+            raise StorageError(f'cannot create {key}: {e.strerror or e}') from e
 
     def list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
@@ -199,6 +226,18 @@ class S3Store(UserDataStore):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except Exception as e:
             raise StorageError(f'cannot write {key}: {e}') from e
+
+    def create(self, key: str, data: bytes) -> bool:
+        try:
+            # a conditional write: S3 refuses it with 412 when the key exists
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch='*'
+            )
+        except Exception as e:
+            if self._code(e) in ('PreconditionFailed', '412', 'ConditionalRequestConflict'):
+                return False
+            raise StorageError(f'cannot create {key}: {e}') from e
+        return True
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix) + '/'

@@ -173,3 +173,32 @@ async def test_sub_conversations_and_paging(patched_tree, user_data) -> None:
         include_sub_conversations=True, limit=3, page_id=first.next_page_id
     )
     assert len(rest.items) == 1 and rest.next_page_id is None
+
+
+async def test_a_conversation_id_belongs_to_its_first_owner(patched_tree, tmp_path) -> None:
+    from uuid import uuid4
+
+    from fastapi import HTTPException
+
+    from sandport_openhands.conversations import claim_conversation_id, owner_key
+    from sandport_openhands.storage import LocalDirStore
+
+    store = LocalDirStore(tmp_path)
+    conversation = uuid4()
+    await claim_conversation_id('alice', conversation, store)
+    # alice again: a retry or a resumed sandbox
+    await claim_conversation_id('alice', conversation, store)
+    with pytest.raises(HTTPException) as refused:
+        await claim_conversation_id('bob', conversation, store)
+    assert refused.value.status_code == 409
+    assert store.read(owner_key(conversation)) == b'alice'
+
+
+def test_creating_a_record_twice_keeps_the_first(tmp_path) -> None:
+    from sandport_openhands.storage import LocalDirStore
+
+    store = LocalDirStore(tmp_path)
+    assert store.create('conversation-owners/x', b'alice')
+    assert not store.create('conversation-owners/x', b'bob')
+    assert store.read('conversation-owners/x') == b'alice'
+    assert not [p for p in (tmp_path / 'conversation-owners').iterdir() if p.name.startswith('.tmp')]

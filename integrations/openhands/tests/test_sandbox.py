@@ -329,3 +329,16 @@ async def test_injector_is_the_default_and_scopes_to_the_user(patched_tree, monk
             assert isinstance(service, SandportDockerSandboxService)
             assert service.sandport_principal is not None
             assert service.sandport_principal.user_id == expected
+
+
+async def test_no_sandbox_for_a_conversation_id_another_users_container_has(patched_tree) -> None:
+    from openhands.app_server.errors import SandboxError
+
+    docker = RecordingDockerClient()
+    conversation_id = uuid4().hex
+    # bob's container, started before ids were claimed (or by hand), labelled with the id
+    docker.by_name['squatter'] = FakeContainer(
+        'squatter', {'conversation_id': conversation_id, 'user_id': 'bob'}, {})
+    with pytest.raises(SandboxError, match='another user'):
+        await make_service(docker, 'alice').start_sandbox(sandbox_id=conversation_id)
+    assert docker.runs == []

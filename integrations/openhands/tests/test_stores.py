@@ -119,6 +119,9 @@ class FailingStore(UserDataStore):
     def delete_tree(self, prefix: str) -> bool:
         raise StorageError('connection reset')
 
+    def create(self, key: str, data: bytes) -> bool:
+        raise StorageError('connection reset')
+
 
 async def test_backend_failure_is_not_settings_not_found(patched_tree) -> None:
     from sandport_openhands.stores import (
