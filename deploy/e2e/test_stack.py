@@ -269,11 +269,8 @@ def browser(stack: Stack) -> Iterator[Browser]:
         b.close()
 
 
-@pytest.fixture(scope='module')
-def alice(stack: Stack, browser: Browser) -> Iterator[dict[str, Any]]:
-    """Alice logs in at the edge and starts a conversation through the app's API."""
-    session = browser.session()
-    session.go(f'{stack.origin}/e2e-login?user=alice')
+def start_conversation(stack: Stack, session: Session) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Starts a conversation through the app's API; its start task and the conversation."""
     status, text = fetch(session, 'POST', f'{stack.origin}/api/v1/app-conversations', {})
     assert status == 200, text
     task = json.loads(text)
@@ -286,11 +283,20 @@ def alice(stack: Stack, browser: Browser) -> Iterator[dict[str, Any]]:
         assert current['status'] != 'ERROR', current
         return current if current['status'] == 'READY' else None
 
-    done = eventually('alice\'s conversation is ready', ready, timeout=300, every=1)
+    done = eventually('the conversation is ready', ready, timeout=300, every=1)
     status, text = fetch(session, 'GET',
                          f'{stack.origin}/api/v1/app-conversations?ids={done["app_conversation_id"]}')
     assert status == 200, text
     (conversation,) = json.loads(text)
+    return done, conversation
+
+
+@pytest.fixture(scope='module')
+def alice(stack: Stack, browser: Browser) -> Iterator[dict[str, Any]]:
+    """Alice logs in at the edge and starts a conversation through the app's API."""
+    session = browser.session()
+    session.go(f'{stack.origin}/e2e-login?user=alice')
+    done, conversation = start_conversation(stack, session)
     try:
         yield {'session': session, 'task': done, 'conversation': conversation}
     finally:
@@ -399,3 +405,28 @@ def test_bob_cannot_squat_alices_conversation_id(stack: Stack, browser: Browser,
     session = alice['session']
     session.go(f'{stack.origin}/runtime/{cid}/5000/')
     assert 'alice-app' in session.page_text()
+
+
+def test_alice_deletes_a_conversation_and_bob_cannot(stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
+    session = alice['session']
+    session.go(f'{stack.origin}/e2e-login?user=alice')
+    _, doomed = start_conversation(stack, session)
+    cid = doomed['id'].replace('-', '')
+    assert any(c['Config']['Labels'].get('conversation_id') == cid for c in stack.sandboxes())
+    bob = browser.session()
+    try:
+        bob.go(f'{stack.origin}/e2e-login?user=bob')
+        status, _ = fetch(bob, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
+        assert status == 404
+    finally:
+        bob.quit()
+    status, text = fetch(session, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
+    assert status == 200, text
+    status, text = fetch(session, 'GET', f'{stack.origin}/api/v1/app-conversations/search')
+    assert status == 200 and doomed['id'] not in text and alice['conversation']['id'] in text
+    eventually('the deleted conversation\'s sandbox is removed',
+               lambda: not any(c['Config']['Labels'].get('conversation_id') == cid for c in stack.sandboxes()),
+               timeout=60)
+    eventually('its workspace volume is removed',
+               lambda: not stack.run('docker', 'volume', 'ls', '-q', '--filter',
+                                     f'name={RUN}-workspace-{cid}').stdout.strip(), timeout=60)

@@ -25,7 +25,7 @@ import logging
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, AsyncGenerator, Callable
+from typing import Any, AsyncGenerator, Callable, ClassVar
 from uuid import UUID
 
 from fastapi import HTTPException, Request
@@ -156,6 +156,9 @@ class _Record:
 class UserScopedAppConversationInfoService(AppConversationInfoService):
     store: UserDataStore
     principal: Principal
+    # upstream deletes conversations only from services it knows to delete transactionally;
+    # one conversation here is one record tree, removed at once (patch 42)
+    sandport_transactional_delete: ClassVar[bool] = True
 
     # -- storage helpers (run in a thread: the store is blocking) --
 
