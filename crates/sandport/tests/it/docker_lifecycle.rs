@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
+use sandport_testkit::fake_docker::{EventsAnswer, FakeDocker, ListAnswer};
 
 use bytes::Bytes;
 
@@ -104,43 +105,34 @@ async fn an_unreachable_docker_means_503_never_404() {
     assert_eq!(health.status, StatusCode::OK);
 }
 
-/// A stand-in for the Docker socket that answers every request with `response`: the only way
-/// to make an engine return errors or garbage on demand.
-fn fake_docker(socket: &std::path::Path, response: &'static str) {
-    let listener = tokio::net::UnixListener::bind(socket).unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buffer = [0u8; 4096];
-                let _ = stream.read(&mut buffer).await;
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-}
-
 #[tokio::test]
 async fn docker_errors_and_garbage_are_503_not_not_found() {
-    for response in [
-        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n{\"message\":\"broken\"}\r\n",
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.41\r\nContent-Length: 9\r\n\r\n[{\"Id\":7}",
+    // The fake engine negotiates the version like a real one and breaks only the list, so
+    // the list path is what answers here.
+    for list in [
+        ListAnswer::Status(500),
+        ListAnswer::Json("[{\"Id\":7}".to_owned()),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("docker.sock");
-        fake_docker(&socket, response);
+        let docker = FakeDocker::start(list.clone(), EventsAnswer::Quiet).unwrap();
         let gw = Gateway::start(&format!(
             "[identity]\ntoken = \"{TOKEN}\"\n[discovery]\ndocker_socket = \"{}\"\n",
-            socket.display()
+            docker.socket().display()
         ));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually("the list was asked", Duration::from_secs(5), || async {
+            docker.calls("/containers/json") >= 1
+        })
+        .await;
+        assert!(docker.calls("/version") >= 1);
         let target = format!("/runtime/{}/5000/", random_conversation_id());
         let reply = send(gw.addr, authed("localhost", &target)).await.unwrap();
-        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{response:?}: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{list:?}: {}",
+            reply.text()
+        );
+        let ready = send(gw.admin, get("localhost", "/ready")).await.unwrap();
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{list:?}");
     }
 }
 
