@@ -198,3 +198,34 @@ async fn trusted_header_mode_ignores_spoofed_identity() {
     );
     drop(sandbox);
 }
+
+/// Catalogue 95: a Docker API that answers a 100 MB or endless container list. sandport reads
+/// at most 16 MiB of it, counts the failure, answers 503, and its memory stays small.
+#[tokio::test]
+async fn catalogue_95_a_huge_or_endless_container_list_is_capped() {
+    for list in [ListAnswer::Huge(100 * 1024 * 1024), ListAnswer::Endless] {
+        let docker = FakeDocker::start(list.clone(), EventsAnswer::Quiet).unwrap();
+        let gw = Gateway::start(&format!(
+            "[identity]\ntoken = \"{TOKEN}\"\n[discovery]\ndocker_socket = \"{}\"\n",
+            docker.socket().display()
+        ));
+        let took = eventually("the list refused", Duration::from_secs(15), || async {
+            gw.metric(
+                "sandport_docker_failures_total",
+                "reason=\"list_too_large\"",
+            )
+            .await
+                >= 1.0
+        })
+        .await;
+        let target = format!("/runtime/{}/5000/", random_conversation_id());
+        let reply = send(gw.addr, authed("localhost", &target)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{list:?}");
+        assert_eq!(reply.text(), "Docker service unavailable\n");
+        let ready = send(gw.admin, get("localhost", "/ready")).await.unwrap();
+        assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+        let peak = gw.peak_rss_kib();
+        eprintln!("{list:?}: refused after {took:?}, peak RSS {peak} KiB");
+        assert!(peak < 80 * 1024, "{list:?}: peak RSS {peak} KiB");
+    }
+}
