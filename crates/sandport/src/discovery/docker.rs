@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{ContainerSummary, EventMessage, EventMessageTypeEnum};
@@ -158,6 +158,7 @@ pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
         let session = Session {
             config: &config,
             store: &store,
+            proven: std::sync::Mutex::new(HashMap::new()),
         };
         match session.run(cause, &cancel).await {
             Ok(()) => return,
@@ -187,6 +188,10 @@ pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
 struct Session<'a> {
     config: &'a Config,
     store: &'a Store,
+    /// States an event proved (die, pause, unpause), by container: Docker's list view lags
+    /// behind its events, so a re-list never overrides them; a later `start` or `restart`
+    /// (or `destroy`) clears the entry (catalogue 88).
+    proven: std::sync::Mutex<HashMap<String, SandboxState>>,
 }
 
 impl Session<'_> {
@@ -235,7 +240,7 @@ impl Session<'_> {
 
     async fn resync(&self, docker: &Docker, cause: &'static str) -> Result<(), DockerError> {
         ::metrics::counter!(metrics::DISCOVERY_RESYNCS, "cause" => cause).increment(1);
-        let sandboxes = list(docker, self.config, None).await?;
+        let sandboxes = self.overridden(list(docker, self.config, None).await?);
         tracing::info!(sandboxes = sandboxes.len(), cause, "sandbox table synced");
         self.store.apply(Event::Restarted(sandboxes));
         Ok(())
@@ -263,6 +268,18 @@ impl Session<'_> {
             "die" => Some(SandboxState::Stopped),
             _ => None,
         };
+        {
+            let mut proven_states = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+            match (label, proven) {
+                (_, Some(state)) => {
+                    proven_states.insert(container_id.clone(), state);
+                }
+                ("start" | "restart" | "destroy", None) => {
+                    proven_states.remove(&container_id);
+                }
+                _ => {}
+            }
+        }
         if label == "destroy" {
             self.store.apply(Event::Removed { container_id });
             return Ok(());
@@ -283,7 +300,7 @@ impl Session<'_> {
 
     /// Re-lists one container and stores what Docker says about it.
     async fn refresh(&self, docker: &Docker, container_id: &str) -> Result<(), DockerError> {
-        let mut found = list(docker, self.config, Some(container_id)).await?;
+        let mut found = self.overridden(list(docker, self.config, Some(container_id)).await?);
         let update = match found.pop() {
             Some(sandbox) => Event::Upserted(sandbox),
             None => Event::Removed {
@@ -293,6 +310,20 @@ impl Session<'_> {
         tracing::debug!(?update, "discovery refresh");
         self.store.apply(update);
         Ok(())
+    }
+
+    /// A list result with the event-proven states put back over Docker's lagging view.
+    fn overridden(&self, mut sandboxes: Vec<Sandbox>) -> Vec<Sandbox> {
+        let proven = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+        for sandbox in &mut sandboxes {
+            if let Some(&state) = proven.get(&sandbox.container_id) {
+                if state != sandbox.state {
+                    tracing::debug!(container = %sandbox.container_id, listed = ?sandbox.state, ?state, "list lags an event; keeping the event's state");
+                    sandbox.state = state;
+                }
+            }
+        }
+        sandboxes
     }
 
     /// The container an event is about, when it may change the table.

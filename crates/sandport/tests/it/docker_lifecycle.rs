@@ -229,3 +229,117 @@ async fn catalogue_95_a_huge_or_endless_container_list_is_capped() {
         assert!(peak < 80 * 1024, "{list:?}: peak RSS {peak} KiB");
     }
 }
+
+/// Catalogue 88: `docker stop` under load. Once the `die` event is in, a re-list (after the
+/// `stop` event, the recheck, a reconcile) never puts Docker's lagging "running" view back:
+/// no request waits for the connect timeout, and the route answers 404 at once.
+#[tokio::test]
+async fn catalogue_88_docker_stop_under_load_answers_not_running_promptly() {
+    let image = SandboxImage::build().unwrap();
+    let network = TestNetwork::create().unwrap();
+    let conversation = random_conversation_id();
+    let sandbox = labelled_sandbox(&image, &network, &conversation, Some("alice"), &[5000]).await;
+    // A one-second reconcile, so a full re-list also lands inside the window checked below.
+    let config = docker_config("alice", network.name()).replace(
+        "[discovery]\n",
+        "[discovery]\nreconcile_interval_secs = 1\n",
+    );
+    let gw = Gateway::start(&config);
+    gw.wait_ready().await;
+    let main = format!("sandport.test:{}", gw.addr.port());
+    let target = format!("/runtime/{conversation}/5000/");
+    assert_eq!(
+        send(gw.addr, authed(&main, &target)).await.unwrap().status,
+        StatusCode::OK
+    );
+
+    // Load: four clients in a loop, each request timed.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (done, samples, main, target) =
+            (done.clone(), samples.clone(), main.clone(), target.clone());
+        let addr = gw.addr;
+        clients.push(tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let request = authed(&main, &target);
+                let status = send_within(Duration::from_secs(5), addr, request, Bytes::new())
+                    .await
+                    .map(|reply| reply.status);
+                samples
+                    .lock()
+                    .unwrap()
+                    .push((started, started.elapsed(), status.ok()));
+            }
+        }));
+    }
+    let dies = gw
+        .metric("sandport_discovery_events_total", "action=\"die\"")
+        .await;
+    let stops = gw
+        .metric("sandport_discovery_events_total", "action=\"stop\"")
+        .await;
+    let id = sandbox.id().to_owned();
+    let stopper = tokio::task::spawn_blocking(move || {
+        sandport_testkit::docker::docker(["stop", "-t", "1", &id]).map(drop)
+    });
+    eventually("the die event", Duration::from_secs(15), || async {
+        gw.metric("sandport_discovery_events_total", "action=\"die\"")
+            .await
+            > dies
+    })
+    .await;
+    let die_seen = std::time::Instant::now();
+    stopper.await.unwrap().unwrap();
+    // Keep the load on until the re-lists that used to put the lagging view back have run:
+    // the `stop` event's, and two full reconciles after the die event.
+    let reconciles = gw
+        .metric("sandport_discovery_resyncs_total", "cause=\"reconcile\"")
+        .await;
+    eventually(
+        "stop event and two reconciles",
+        Duration::from_secs(10),
+        || async {
+            gw.metric("sandport_discovery_events_total", "action=\"stop\"")
+                .await
+                > stops
+                && gw
+                    .metric("sandport_discovery_resyncs_total", "cause=\"reconcile\"")
+                    .await
+                    >= reconciles + 2.0
+        },
+    )
+    .await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let samples = samples.lock().unwrap();
+    let after: Vec<_> = samples
+        .iter()
+        .filter(|(started, _, _)| *started > die_seen)
+        .collect();
+    assert!(
+        after.len() > 20,
+        "too little load after the die event: {}",
+        after.len()
+    );
+    let slowest = after.iter().map(|(_, took, _)| *took).max().unwrap();
+    eprintln!(
+        "{} requests after the die event, slowest {slowest:?}",
+        after.len()
+    );
+    for (_, took, status) in &after {
+        assert_eq!(
+            *status,
+            Some(StatusCode::NOT_FOUND),
+            "after the die event, in {took:?}"
+        );
+        assert!(
+            *took < Duration::from_millis(500),
+            "a request after the die event took {took:?}"
+        );
+    }
+}
