@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use sandport_testkit::sandbox_server;
 
-use crate::harness::{get, send, send_body, Gateway, TOKEN};
+use crate::harness::{eventually, get, send, send_body, Gateway, TOKEN};
 
 const OWNED: &str = "0123456789abcdef0123456789abcdef";
 const FOREIGN: &str = "fedcba9876543210fedcba9876543210";
@@ -340,7 +340,13 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             &format!("/runtime/{OWNED}/{port}/__sandbox/slow?ms=800"),
         ),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight once the gateway has opened its upstream connection for it.
+    eventually(
+        "the slow request forwarded",
+        Duration::from_secs(5),
+        || async { gw.metric("sandport_upstream_connections_total", "").await >= 1.0 },
+    )
+    .await;
     let started = Instant::now();
     gw.signal("TERM");
     let reply = slow.await.unwrap().unwrap();
