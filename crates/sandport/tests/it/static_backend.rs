@@ -126,7 +126,12 @@ async fn ownership_and_errors_use_the_documented_bodies() {
 #[tokio::test]
 async fn closed_ports_answer_502_204_or_a_retrying_page() {
     let (gw, _) = world("").await;
-    let closed = crate::harness::free_port();
+    // A port nothing listens on: bound, then released (a refused connection is the point).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let main = format!("sandport.test:{}", gw.addr.port());
     let target = format!("/runtime/{OWNED}/{closed}/api");
     let reply = send(gw.addr, authed(&main, &target)).await.unwrap();
