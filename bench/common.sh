@@ -62,6 +62,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Picks a port now and binds it later: racy, which is acceptable for benchmarks run by hand
+# (they are not tests). The integration tests bind port 0 and read the bound address instead.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

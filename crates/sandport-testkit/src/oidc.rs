@@ -463,6 +463,20 @@ impl TestProvider {
         })
     }
 
+    /// A copy of `token` (one this provider issued, e.g. from a login) with the same claims
+    /// but `iat` ten minutes and `exp` five minutes in the past, signed with the current key:
+    /// an expired token minted at once, never waited for. Panics on a token that is not a JWT.
+    pub fn mint_expired_copy(&self, token: &str) -> String {
+        let payload = token.split('.').nth(1).expect("a JWT has a payload");
+        let bytes = URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
+        let mut claims: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+        let now = now_secs();
+        claims["iat"] = json!(now - 600);
+        claims["auth_time"] = json!(now - 600);
+        claims["exp"] = json!(now - 300);
+        self.mint(claims)
+    }
+
     /// Signs `claims` with the signing key: RS256, header `{"alg":"RS256","typ":"JWT","kid"}`.
     pub fn mint(&self, claims: Value) -> String {
         let kid = self.current_kid();

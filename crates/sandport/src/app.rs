@@ -63,7 +63,7 @@ pub async fn run(
     let admin_listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
-    let listen = listener.local_addr()?;
+    let (listen, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
     if let Authenticator::Token(auth) = &authenticator {
         if config.identity.token.is_none() && config.identity.token_file.is_none() {
             announce_token(&config, listen.port(), auth.token.expose());

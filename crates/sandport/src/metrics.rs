@@ -22,6 +22,9 @@ pub const DISCOVERY_EVENTS: &str = "sandport_discovery_events_total";
 pub const DISCOVERY_RESYNCS: &str = "sandport_discovery_resyncs_total";
 /// Docker Engine API calls made, by `call`. Request handling makes none.
 pub const DOCKER_API_CALLS: &str = "sandport_docker_api_calls_total";
+/// Docker sessions that ended in a failure, by `reason` (api, timeout, stream_ended,
+/// connection, status, list_too_large, bad_list); the store keeps its snapshot until stale.
+pub const DOCKER_FAILURES: &str = "sandport_docker_failures_total";
 /// HTML responses passed through without rewriting, by `reason`.
 pub const REWRITE_SKIPPED: &str = "sandport_rewrite_skipped_total";
 /// Failed JWKS fetches (the cached keys stay in use).

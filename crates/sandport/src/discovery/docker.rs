@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bollard::models::{EventMessage, EventMessageTypeEnum};
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::models::{ContainerSummary, EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,36 @@ pub enum DockerError {
     Timeout,
     #[error("docker event stream ended")]
     StreamEnded,
+    #[error("docker socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("docker API connection: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("docker API answered {0}")]
+    Status(http::StatusCode),
+    #[error("docker container list larger than {LIST_LIMIT} bytes")]
+    ListTooLarge,
+    #[error("docker container list unreadable: {0}")]
+    BadList(String),
 }
+
+impl DockerError {
+    /// The `reason` label of `sandport_docker_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DockerError::Api(_) => "api",
+            DockerError::Timeout => "timeout",
+            DockerError::StreamEnded => "stream_ended",
+            DockerError::Io(_) | DockerError::Http(_) => "connection",
+            DockerError::Status(_) => "status",
+            DockerError::ListTooLarge => "list_too_large",
+            DockerError::BadList(_) => "bad_list",
+        }
+    }
+}
+
+/// The largest container list read (catalogue 95): a bigger or endless answer ends the
+/// session instead of being read whole, and the previous snapshot serves until it is stale.
+pub const LIST_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Connects and negotiates the API version (bollard's default is newer than many engines).
 pub async fn connect(config: &Config) -> Result<Docker, DockerError> {
@@ -62,13 +91,10 @@ pub async fn list(
     if let Some(id) = only {
         filters.insert("id".to_owned(), vec![id.to_owned()]);
     }
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
     metrics::docker_call("list");
-    let summaries = bounded(config.timeout, docker.list_containers(Some(options))).await?;
+    let summaries = tokio::time::timeout(config.timeout, list_raw(docker, config, &filters))
+        .await
+        .map_err(|_| DockerError::Timeout)??;
     Ok(summaries
         .iter()
         .filter_map(
@@ -84,6 +110,46 @@ pub async fn list(
         .collect())
 }
 
+/// `GET /containers/json` on the socket, with the body read to at most [`LIST_LIMIT`] bytes
+/// (bollard reads a list whole, however large).
+async fn list_raw(
+    docker: &Docker,
+    config: &Config,
+    filters: &HashMap<String, Vec<String>>,
+) -> Result<Vec<ContainerSummary>, DockerError> {
+    use http_body_util::BodyExt;
+    let filters =
+        serde_json::to_string(filters).map_err(|e| DockerError::BadList(e.to_string()))?;
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("all", "true")
+        .append_pair("filters", &filters)
+        .finish();
+    let uri = format!("/v{}/containers/json?{query}", docker.client_version());
+    let stream = tokio::net::UnixStream::connect(&config.socket).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get(uri)
+        .header(http::header::HOST, "docker")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| DockerError::BadList(e.to_string()))?;
+    let response = sender.send_request(request).await?;
+    if !response.status().is_success() {
+        return Err(DockerError::Status(response.status()));
+    }
+    let body = http_body_util::Limited::new(response.into_body(), LIST_LIMIT)
+        .collect()
+        .await
+        .map_err(
+            |error| match error.downcast::<http_body_util::LengthLimitError>() {
+                Ok(_) => DockerError::ListTooLarge,
+                Err(error) => DockerError::BadList(error.to_string()),
+            },
+        )?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| DockerError::BadList(e.to_string()))
+}
+
 /// Runs the backend until `cancel` fires, keeping `store` in sync.
 pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(500);
@@ -92,10 +158,13 @@ pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
         let session = Session {
             config: &config,
             store: &store,
+            proven: std::sync::Mutex::new(HashMap::new()),
         };
         match session.run(cause, &cancel).await {
             Ok(()) => return,
             Err(error) => {
+                ::metrics::counter!(metrics::DOCKER_FAILURES, "reason" => error.reason())
+                    .increment(1);
                 store.mark_stale(Instant::now());
                 if store.is_synced() {
                     tracing::warn!(%error, "lost track of Docker; resyncing");
@@ -119,6 +188,10 @@ pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
 struct Session<'a> {
     config: &'a Config,
     store: &'a Store,
+    /// States an event proved (die, pause, unpause), by container: Docker's list view lags
+    /// behind its events, so a re-list never overrides them; a later `start` or `restart`
+    /// (or `destroy`) clears the entry (catalogue 88).
+    proven: std::sync::Mutex<HashMap<String, SandboxState>>,
 }
 
 impl Session<'_> {
@@ -167,7 +240,7 @@ impl Session<'_> {
 
     async fn resync(&self, docker: &Docker, cause: &'static str) -> Result<(), DockerError> {
         ::metrics::counter!(metrics::DISCOVERY_RESYNCS, "cause" => cause).increment(1);
-        let sandboxes = list(docker, self.config, None).await?;
+        let sandboxes = self.overridden(list(docker, self.config, None).await?);
         tracing::info!(sandboxes = sandboxes.len(), cause, "sandbox table synced");
         self.store.apply(Event::Restarted(sandboxes));
         Ok(())
@@ -195,6 +268,18 @@ impl Session<'_> {
             "die" => Some(SandboxState::Stopped),
             _ => None,
         };
+        {
+            let mut proven_states = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+            match (label, proven) {
+                (_, Some(state)) => {
+                    proven_states.insert(container_id.clone(), state);
+                }
+                ("start" | "restart" | "destroy", None) => {
+                    proven_states.remove(&container_id);
+                }
+                _ => {}
+            }
+        }
         if label == "destroy" {
             self.store.apply(Event::Removed { container_id });
             return Ok(());
@@ -215,7 +300,7 @@ impl Session<'_> {
 
     /// Re-lists one container and stores what Docker says about it.
     async fn refresh(&self, docker: &Docker, container_id: &str) -> Result<(), DockerError> {
-        let mut found = list(docker, self.config, Some(container_id)).await?;
+        let mut found = self.overridden(list(docker, self.config, Some(container_id)).await?);
         let update = match found.pop() {
             Some(sandbox) => Event::Upserted(sandbox),
             None => Event::Removed {
@@ -225,6 +310,20 @@ impl Session<'_> {
         tracing::debug!(?update, "discovery refresh");
         self.store.apply(update);
         Ok(())
+    }
+
+    /// A list result with the event-proven states put back over Docker's lagging view.
+    fn overridden(&self, mut sandboxes: Vec<Sandbox>) -> Vec<Sandbox> {
+        let proven = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+        for sandbox in &mut sandboxes {
+            if let Some(&state) = proven.get(&sandbox.container_id) {
+                if state != sandbox.state {
+                    tracing::debug!(container = %sandbox.container_id, listed = ?sandbox.state, ?state, "list lags an event; keeping the event's state");
+                    sandbox.state = state;
+                }
+            }
+        }
+        sandboxes
     }
 
     /// The container an event is about, when it may change the table.

@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use sandport_testkit::docker::{random_conversation_id, Container, SandboxImage, TestNetwork};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, Gateway, TOKEN};
+use crate::harness::{Gateway, TOKEN};
 
 const BASE_DOMAIN: &str = "sandport.localhost";
 /// Time allowed for the whole browser part (Chromium's start included).
@@ -352,28 +352,43 @@ struct Chromedriver {
 
 impl Chromedriver {
     fn start(binary: &Path) -> Chromedriver {
-        let port = free_port();
-        let child = Command::new(binary)
-            .arg(format!("--port={port}"))
+        // Port 0: chromedriver picks a free port and says which on stdout.
+        let mut child = Command::new(binary)
+            .arg("--port=0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        // Reads the port line, then keeps draining so chromedriver never blocks on stdout.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let _ = port_tx.send(rest.trim_end_matches('.').trim().parse::<u16>());
+                }
+            }
+        });
         let mut driver = Chromedriver {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
             profile: tempfile::tempdir().unwrap(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = driver.child.try_wait() {
-                panic!("chromedriver exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = match port_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(port)) => port,
+            Ok(Err(error)) => panic!("chromedriver announced an unreadable port: {error}"),
+            Err(_) => match driver.child.try_wait() {
+                Ok(Some(status)) => panic!("chromedriver exited with {status}"),
+                _ => panic!("chromedriver did not announce its port within 10 s"),
+            },
+        };
+        driver.url = format!("http://127.0.0.1:{port}");
         driver
     }
 

@@ -211,7 +211,8 @@ async fn docker_sandboxes_end_to_end() {
             + gw.metric("sandport_discovery_resyncs_total", "").await
     };
     // Discovery counts its work before each Docker call; the margins let work that began just
-    // before the window finish outside it.
+    // before the window finish outside it. They bound a measurement window (no observable
+    // says "no discovery work is about to start"), not a wait for something to happen.
     let margin = Duration::from_millis(500);
     let mut quiet_window = false;
     for _ in 0..10 {

@@ -1,5 +1,5 @@
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,16 +35,9 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Gateway {
-    /// Starts the binary with `[server]`/`[admin]` on free loopback ports plus `config`.
+    /// Starts the binary with `[server]`/`[admin]` on loopback port 0 plus `config`; the bound
+    /// addresses are read from the gateway's `sandport listening` log line.
     pub fn start(config: &str) -> Gateway {
         Self::start_with_server_keys(config, "")
     }
@@ -52,10 +45,8 @@ impl Gateway {
     /// Like [`Gateway::start`], with extra lines for the `[server]` table.
     pub fn start_with_server_keys(config: &str, server_keys: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let text = format!(
-            "[server]\nlisten = \"{addr}\"\n{server_keys}\n[admin]\nlisten = \"{admin}\"\n{config}"
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_keys}\n[admin]\nlisten = \"127.0.0.1:0\"\n{config}"
         );
         let config_path = dir.path().join("sandport.toml");
         std::fs::write(&config_path, text).unwrap();
@@ -85,22 +76,29 @@ impl Gateway {
             child,
             stderr,
             stderr_reader: Some(stderr_reader),
-            addr,
-            admin,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
             _dir: dir,
         };
         gateway.wait_for_listener();
         gateway
     }
 
+    /// Waits for the `sandport listening` line and takes the bound addresses from it.
     fn wait_for_listener(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(self.admin).is_err() {
+        loop {
+            let text = self.stderr.lock().unwrap().clone();
+            if let Some((addr, admin)) = listening_addresses(&text) {
+                self.addr = addr;
+                self.admin = admin;
+                return;
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 let stderr = self.stderr_text();
                 panic!("sandport exited with {status}: {stderr}");
             }
-            assert!(Instant::now() < deadline, "sandport did not start");
+            assert!(Instant::now() < deadline, "sandport did not start: {text}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -178,6 +176,39 @@ impl Gateway {
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// The `listen` and `admin` addresses of the `sandport listening` line, in the text format
+/// (ANSI colours stripped) or the JSON one.
+fn listening_addresses(stderr: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("sandport listening"))?;
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let field = |name: &str| -> Option<SocketAddr> {
+        let json = format!("\"{name}\":\"");
+        let text = format!(" {name}=");
+        let value = if let Some(at) = plain.find(&json) {
+            plain[at + json.len()..].split('"').next()?
+        } else {
+            let at = plain.find(&text)?;
+            plain[at + text.len()..].split_whitespace().next()?
+        };
+        value.parse().ok()
+    };
+    Some((field("listen")?, field("admin")?))
 }
 
 impl Drop for Gateway {

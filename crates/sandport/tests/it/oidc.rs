@@ -27,6 +27,18 @@ struct World {
 }
 
 impl World {
+    /// Replaces the browser's `id_token` cookies with expired copies, minted at once.
+    fn expire_id_token(&self, browser: &mut Browser) {
+        let mut replaced = 0;
+        for ((_, name), value) in browser.cookies.iter_mut() {
+            if name == "id_token" {
+                *value = self.provider.mint_expired_copy(value);
+                replaced += 1;
+            }
+        }
+        assert!(replaced > 0, "the browser holds no id_token");
+    }
+
     async fn start(extra_identity: &str) -> World {
         let provider = TestProvider::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
         provider.set_user("alice", "alice@example.test", true);
@@ -379,12 +391,10 @@ async fn callbacks_with_bad_state_or_code_and_open_redirects_are_refused() {
 #[tokio::test]
 async fn expired_tokens_refresh_inline_on_get_post_and_websocket() {
     let w = World::start("clock_skew_secs = 0\n").await;
-    w.provider.set_id_token_lifetime(1);
     let mut browser = w.browser();
     browser.navigate(&format!("{}/", w.app())).await;
+    w.expire_id_token(&mut browser);
     let first = browser.cookie("sandport.test", "id_token").unwrap().clone();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    w.provider.set_id_token_lifetime(3600);
 
     let reply = browser
         .request("GET", &format!("{}/api/x", w.app()), Mode::Fetch, &[], "")
@@ -396,10 +406,8 @@ async fn expired_tokens_refresh_inline_on_get_post_and_websocket() {
 
     // POST: the body is not lost to a redirect.
     let mut expired = w.browser();
-    w.provider.set_id_token_lifetime(1);
     expired.navigate(&format!("{}/", w.app())).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    w.provider.set_id_token_lifetime(3600);
+    w.expire_id_token(&mut expired);
     let reply = expired
         .request(
             "POST",
@@ -414,10 +422,8 @@ async fn expired_tokens_refresh_inline_on_get_post_and_websocket() {
 
     // WebSocket handshake with only an expired id_token: refreshed inline, then upgraded.
     let mut ws_browser = w.browser();
-    w.provider.set_id_token_lifetime(1);
     ws_browser.navigate(&format!("{}/", w.app())).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    w.provider.set_id_token_lifetime(3600);
+    w.expire_id_token(&mut ws_browser);
     let cookie: Vec<String> = ws_browser
         .cookies
         .iter()
@@ -457,9 +463,8 @@ async fn expired_tokens_refresh_inline_on_get_post_and_websocket() {
 
     // A revoked refresh token: the API call gets 401, not a redirect.
     let mut revoked = w.browser();
-    w.provider.set_id_token_lifetime(1);
     revoked.navigate(&format!("{}/", w.app())).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    w.expire_id_token(&mut revoked);
     w.provider.revoke_refresh_tokens();
     let reply = revoked
         .request("GET", &format!("{}/api/x", w.app()), Mode::Fetch, &[], "")

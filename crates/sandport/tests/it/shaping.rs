@@ -171,6 +171,7 @@ async fn compressed_app(encoding: &'static str) -> std::net::SocketAddr {
                 let (first, second) = body.split_at(body.len() / 2);
                 let _ = stream.write_all(first).await;
                 let _ = stream.flush().await;
+                // The fault under test: the body arrives in two parts (not synchronisation).
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let _ = stream.write_all(second).await;
             });

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use sandport_testkit::sandbox_server;
 
-use crate::harness::{get, send, send_body, Gateway, TOKEN};
+use crate::harness::{eventually, get, send, send_body, Gateway, TOKEN};
 
 const OWNED: &str = "0123456789abcdef0123456789abcdef";
 const FOREIGN: &str = "fedcba9876543210fedcba9876543210";
@@ -126,7 +126,12 @@ async fn ownership_and_errors_use_the_documented_bodies() {
 #[tokio::test]
 async fn closed_ports_answer_502_204_or_a_retrying_page() {
     let (gw, _) = world("").await;
-    let closed = crate::harness::free_port();
+    // A port nothing listens on: bound, then released (a refused connection is the point).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let main = format!("sandport.test:{}", gw.addr.port());
     let target = format!("/runtime/{OWNED}/{closed}/api");
     let reply = send(gw.addr, authed(&main, &target)).await.unwrap();
@@ -340,7 +345,13 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             &format!("/runtime/{OWNED}/{port}/__sandbox/slow?ms=800"),
         ),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // In flight once the gateway has opened its upstream connection for it.
+    eventually(
+        "the slow request forwarded",
+        Duration::from_secs(5),
+        || async { gw.metric("sandport_upstream_connections_total", "").await >= 1.0 },
+    )
+    .await;
     let started = Instant::now();
     gw.signal("TERM");
     let reply = slow.await.unwrap().unwrap();

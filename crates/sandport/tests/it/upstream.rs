@@ -2,6 +2,9 @@
 //! once the upstream has closed them.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -9,7 +12,7 @@ use sandport_testkit::sandbox_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
-    send, send_body, static_config, Gateway, STATIC_CONVERSATION as OWNED, TOKEN,
+    eventually, send, send_body, static_config, Gateway, STATIC_CONVERSATION as OWNED, TOKEN,
 };
 
 const CONNECTIONS: &str = "sandport_upstream_connections_total";
@@ -124,12 +127,16 @@ async fn a_body_abandoned_midway_takes_its_connection_with_it() {
     assert_eq!(gw.metric(CONNECTIONS, "").await, 2.0);
 }
 
-/// An upstream that promises keep-alive and then closes every connection after one response.
-async fn closing_upstream() -> SocketAddr {
+/// An upstream that promises keep-alive and then closes every connection after one response,
+/// with the count of connections it closed.
+async fn closing_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&closed);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buffer = [0u8; 1024];
@@ -143,15 +150,17 @@ async fn closing_upstream() -> SocketAddr {
                 let _ = stream.write_all(response.as_bytes()).await;
                 // Closed without `Connection: close`, as a server timing out an idle
                 // keep-alive connection does.
+                drop(stream);
+                counter.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    addr
+    (addr, closed)
 }
 
 #[tokio::test]
 async fn connections_the_upstream_closed_are_not_reused() {
-    let upstream = closing_upstream().await;
+    let (upstream, closed) = closing_upstream().await;
     let gw = gateway_to(upstream).await;
     for attempt in 0..5 {
         let reply = send(
@@ -167,8 +176,11 @@ async fn connections_the_upstream_closed_are_not_reused() {
             reply.text()
         );
         assert_eq!(reply.text(), "ok");
-        // Let the close reach the gateway before the next request.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The upstream has closed this connection before the next request is sent.
+        eventually("the upstream closed", Duration::from_secs(5), || async {
+            closed.load(Ordering::SeqCst) > attempt
+        })
+        .await;
     }
     assert_eq!(gw.metric(CONNECTIONS, "").await, 5.0);
 }

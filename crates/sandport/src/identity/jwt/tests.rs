@@ -78,6 +78,15 @@ async fn a_valid_token_names_its_subject() {
 }
 
 #[tokio::test]
+async fn an_expired_copy_of_a_valid_token_is_expired() {
+    let f = fixture().await;
+    let valid = f.provider.mint(f.provider.standard_claims(SUB));
+    assert!(f.verify(&valid).is_ok());
+    let expired = f.provider.mint_expired_copy(&valid);
+    assert_eq!(f.verify(&expired).map(|_| ()), Err(TokenError::Expired));
+}
+
+#[tokio::test]
 async fn every_hostile_token_of_the_testkit_table_gets_its_exact_error() {
     let f = fixture().await;
     let table = f.provider.hostile_tokens(SUB);
