@@ -64,6 +64,7 @@ class Stack:
         secrets.mkdir()
         (secrets / 'origin-verify').write_text(self.secret + '\n')
         (secrets / 'app-assertion-key').write_text(uuid.uuid4().hex + uuid.uuid4().hex + '\n')
+        (secrets / 'sandbox-secret-key').write_text(uuid.uuid4().hex + uuid.uuid4().hex + '\n')
         for f in secrets.iterdir():
             f.chmod(0o644)
         self.edge_socket = socket.create_server(('127.0.0.1', 0))
@@ -430,3 +431,51 @@ def test_alice_deletes_a_conversation_and_bob_cannot(stack: Stack, browser: Brow
     eventually('its workspace volume is removed',
                lambda: not stack.run('docker', 'volume', 'ls', '-q', '--filter',
                                      f'name={RUN}-workspace-{cid}').stdout.strip(), timeout=60)
+
+
+def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
+        stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
+    session, conversation = alice['session'], alice['conversation']
+    cid = conversation_hex(alice)
+    session.go(f'{stack.origin}/e2e-login?user=alice')
+    agent = conversation['conversation_url'].split('/api/conversations/')[0]
+    status, text = fetch(session, 'POST', f'{agent}/api/bash/start_bash_command',
+                         {'command': 'echo kept > /workspace/project/kept.txt'},
+                         {'X-Session-API-Key': conversation['session_api_key']})
+    assert status == 200, text
+
+    def env_of(container: dict[str, Any]) -> dict[str, str]:
+        return dict(e.split('=', 1) for e in container['Config']['Env'] if '=' in e)
+
+    def container() -> dict[str, Any] | None:
+        found = [c for c in stack.sandboxes() if c['Config']['Labels'].get('conversation_id') == cid]
+        return found[0] if found else None
+
+    old = container()
+    assert old is not None
+    eventually('the file is written', lambda: stack.run(
+        'docker', 'exec', old['Id'], 'cat', '/workspace/project/kept.txt', check=False).stdout == 'kept\n',
+        timeout=30)
+    key = env_of(old).get('OH_SECRET_KEY')
+    assert key and key != env_of(old).get('OH_SESSION_API_KEYS_0')
+    stack.run('docker', 'rm', '-f', old['Id'])
+    bob = browser.session()
+    try:
+        bob.go(f'{stack.origin}/e2e-login?user=bob')
+        status, _ = fetch(bob, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
+        assert status == 404
+    finally:
+        bob.quit()
+    assert container() is None, 'bob re-created alice\'s sandbox'
+    status, text = fetch(session, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
+    assert status == 200, text
+    new = eventually('a new container for the conversation', container, timeout=60)
+    assert new['Id'] != old['Id']
+    assert new['Config']['Labels']['user_id'] == 'alice'
+    assert env_of(new)['OH_SECRET_KEY'] == key
+    assert stack.run('docker', 'exec', new['Id'], 'cat', '/workspace/project/kept.txt').stdout == 'kept\n'
+
+    def served() -> bool:
+        session.go(f'{stack.origin}/runtime/{cid}/8000/health')
+        return '"ok"' in session.page_text()
+    eventually('alice\'s runtime URL works again', served, timeout=120, every=1)

@@ -106,6 +106,18 @@ async def claim_conversation_id(
         raise HTTPException(409, 'conversation id belongs to another user')
 
 
+async def conversation_owner(
+    conversation_id: UUID, store: UserDataStore | None = None
+) -> str | None:
+    """The user a conversation id was claimed for, or None when nobody claimed it."""
+    store = store or default_store()
+    try:
+        owner = (await asyncio.to_thread(store.read, owner_key(conversation_id))).decode()
+    except RecordNotFound:
+        return None
+    return owner if is_valid_user_id(owner) else None
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 

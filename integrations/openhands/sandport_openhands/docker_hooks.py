@@ -20,6 +20,8 @@ upstream module imports this one at load time.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -133,6 +135,30 @@ def sandbox_volumes(mounts: Iterable[Any], sandbox_id: str) -> dict[str, dict[st
                 _prepare_workspace_dir(source)
         volumes[source] = {'bind': mount.container_path, 'mode': mode}
     return volumes
+
+
+SECRET_KEY_FILE_VARIABLE = 'SANDPORT_SANDBOX_SECRET_KEY_FILE'
+
+
+def sandbox_env(sandbox_id: str) -> dict[str, str]:
+    """Environment every sandbox of this conversation gets, whichever container it is.
+
+    ``OH_SECRET_KEY`` encrypts the secrets the agent server keeps in the conversation's
+    workspace. Upstream falls back to the container's session key, which a recreated
+    container does not share, so secrets were lost with the container. The key here is
+    derived from one master key and the conversation id: stable across restarts and
+    re-creation, different for every conversation (an agent that reads its own environment
+    learns nothing about another conversation's key).
+    """
+    path = os.environ.get(SECRET_KEY_FILE_VARIABLE, '').strip()
+    if not path:
+        return {}
+    with open(path, 'rb') as f:
+        master = f.read().strip()
+    if len(master) < 16:
+        raise SandboxError(f'{SECRET_KEY_FILE_VARIABLE}: the key is shorter than 16 bytes')
+    key = hmac.new(master, b'sandport-sandbox-secret-key:' + sandbox_id.encode(), hashlib.sha256)
+    return {'OH_SECRET_KEY': key.hexdigest()}
 
 
 def sandbox_network() -> str | None:

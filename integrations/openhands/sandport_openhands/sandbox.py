@@ -19,9 +19,11 @@ browser the sandport runtime URL of the same port.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator
+from uuid import UUID
 
 from docker.errors import APIError, NotFound
 from fastapi import Request
@@ -53,6 +55,9 @@ from sandport_openhands.docker_hooks import (
 )
 from sandport_openhands.identity import is_valid_user_id
 from sandport_openhands.principal import Principal, principal_of
+
+
+_logger = logging.getLogger(__name__)
 
 
 def container_owner(container: Any) -> str | None:
@@ -126,9 +131,37 @@ class SandportDockerSandboxService(DockerSandboxService):
         return self._visible(container)
 
     async def resume_sandbox(self, sandbox_id: str) -> bool:
-        if not self._controls(sandbox_id):
+        if self._controls(sandbox_id):
+            return await super().resume_sandbox(sandbox_id)
+        return await self._recreate_lost(sandbox_id)
+
+    async def _recreate_lost(self, sandbox_id: str) -> bool:
+        """The container is gone (a host reboot, ``docker rm``, a clean-up): start a new one
+        with the same id, hence the same labels, workspace volume and secret key, for the
+        user the conversation id belongs to and nobody else."""
+        from sandport_openhands.conversations import conversation_owner
+
+        principal = self.sandport_principal
+        short_id = sandbox_id[len(self.container_name_prefix) :]
+        if (
+            principal is None
+            or principal.user_id is None
+            or not sandbox_id.startswith(self.container_name_prefix)
+            or not is_sandbox_id(short_id)
+        ):
             return False
-        return await super().resume_sandbox(sandbox_id)
+        try:
+            self.docker_client.containers.get(sandbox_id)
+            return False  # it exists: not lost, and not this user's
+        except NotFound:
+            pass
+        except APIError:
+            return False
+        if await conversation_owner(UUID(short_id)) != principal.user_id:
+            return False
+        _logger.info('re-creating lost sandbox %s for its owner', sandbox_id)
+        await self.start_sandbox(sandbox_id=short_id)
+        return True
 
     async def pause_sandbox(self, sandbox_id: str) -> bool:
         if not self._controls(sandbox_id):

@@ -15,6 +15,7 @@ apply`` and before the app starts. It checks the *effective* configuration
 * the browser gets sandport runtime URLs for sandboxes: the middleware is
   installed and ``SANDPORT_RUNTIME_URL`` (or ``OH_WEB_URL``) is valid, and set
   whenever sandboxes publish no ports (``SANDPORT_SANDBOX_NETWORK``);
+* the sandboxes' secret key (``SANDPORT_SANDBOX_SECRET_KEY_FILE``), when set, can be read;
 * the per-user store can be listed (nothing is written).
 
 Exit status 0 when all hold; otherwise 1 and one line on stderr starting with
@@ -131,6 +132,14 @@ def _check_public_urls() -> str | None:
     return None
 
 
+def _check_sandbox_secret_key() -> str | None:
+    """When configured, the master key of the sandboxes' secret keys is readable and long."""
+    from sandport_openhands.docker_hooks import sandbox_env
+
+    sandbox_env('0' * 32)
+    return None
+
+
 def _check_storage() -> str | None:
     """The per-user store answers (read-only: start-up may run as another user)."""
     from sandport_openhands.storage import default_store
@@ -145,6 +154,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     'services': _check_services,
     'patched-code': _check_patched_code,
     'public-urls': _check_public_urls,
+    'sandbox-secret-key': _check_sandbox_secret_key,
     'user-data-store': _check_storage,
 }
 

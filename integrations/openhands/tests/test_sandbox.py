@@ -342,3 +342,37 @@ async def test_no_sandbox_for_a_conversation_id_another_users_container_has(patc
     with pytest.raises(SandboxError, match='another user'):
         await make_service(docker, 'alice').start_sandbox(sandbox_id=conversation_id)
     assert docker.runs == []
+
+
+def test_every_container_of_a_conversation_gets_the_same_secret_key(tmp_path, monkeypatch) -> None:
+    from sandport_openhands.docker_hooks import sandbox_env
+
+    assert sandbox_env('a' * 32) == {}
+    key_file = tmp_path / 'sandbox-secret-key'
+    key_file.write_text('master-key-0123456789abcdef\n')
+    monkeypatch.setenv('SANDPORT_SANDBOX_SECRET_KEY_FILE', str(key_file))
+    first = sandbox_env('a' * 32)['OH_SECRET_KEY']
+    assert sandbox_env('a' * 32)['OH_SECRET_KEY'] == first
+    assert sandbox_env('b' * 32)['OH_SECRET_KEY'] != first
+    assert 'master-key' not in first
+
+
+async def test_a_lost_sandbox_is_recreated_for_its_owner_only(patched_tree, user_data) -> None:
+    from sandport_openhands.conversations import claim_conversation_id
+
+    conversation_id = uuid4()
+    await claim_conversation_id('alice', conversation_id)
+    name = f'oh-agent-server-{conversation_id.hex}'
+
+    bob_docker = RecordingDockerClient()
+    assert not await make_service(bob_docker, 'bob').resume_sandbox(name)
+    assert bob_docker.runs == []
+
+    docker = RecordingDockerClient()
+    assert await make_service(docker, 'alice').resume_sandbox(name)
+    (run,) = docker.runs
+    assert run['name'] == name
+    assert run['labels']['user_id'] == 'alice'
+    # an id nobody claimed is not re-created
+    assert not await make_service(RecordingDockerClient(), 'alice').resume_sandbox(
+        f'oh-agent-server-{uuid4().hex}')
