@@ -1,7 +1,7 @@
 # The commands developers and CI run. `make test` is the whole suite; .ci/run installs what it
 # needs on a bare machine and then runs exactly `make test`.
 
-.PHONY: run test lint unit js openhands deploy e2e images sweep
+.PHONY: run test lint unit js openhands deploy e2e images sweep fuzz
 
 # Run the gateway on its embedded defaults (127.0.0.1:8080, admin 127.0.0.1:9090).
 run:
@@ -44,3 +44,9 @@ e2e: deploy
 # Remove Docker resources left by test processes that died.
 sweep:
 	cargo run -q -p sandport-testkit --bin sandport-test-sweep
+
+# The cargo-fuzz targets (fuzz/, nightly and cargo-fuzz needed; not part of `make test`): each
+# target runs FUZZ_SECONDS seconds on one core; non-zero exit on a crash. docs/fuzzing.md.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh

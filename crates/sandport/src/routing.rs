@@ -4,7 +4,8 @@
 //! sandbox port — the path form `/runtime/{conversation}/{port}/rest` on any host and the host
 //! form `{port}-{conversation}.{runtime_domain}` — and everything else goes to the app.
 //! A path that starts with `/runtime/` but is not well formed is [`RouteError::MalformedRuntimePath`]:
-//! it must never fall through to the app.
+//! it must never fall through to the app. On a runtime host, a request-target that is not a
+//! path (the asterisk form `*`) is the same error: it never reaches the sandbox.
 
 mod host_form;
 mod path_form;
@@ -103,10 +104,12 @@ pub enum RouteError {
 /// (origin form: path and optional query).
 pub fn parse(config: &Config, host: &str, path_and_query: &str) -> Result<Target, RouteError> {
     if let Some((conversation, port)) = parse_runtime_host(&config.runtime_domain, host) {
-        let upstream_target = if path_and_query.is_empty() {
-            "/".to_owned()
-        } else {
-            path_and_query.to_owned()
+        // Only an origin-form target (`/…`) reaches a sandbox: `OPTIONS *` to a runtime host
+        // is refused, never forwarded as a request-target the sandbox would have to guess at.
+        let upstream_target = match path_and_query {
+            "" => "/".to_owned(),
+            target if target.starts_with('/') => target.to_owned(),
+            _ => return Err(RouteError::MalformedRuntimePath),
         };
         return Ok(Target::Runtime(RuntimeTarget {
             form: Form::Host,

@@ -1,7 +1,10 @@
 //! Cookie parsing by exact name (RFC 6265 §5.4 `Cookie` header).
 
 /// Every value of cookie `name` across all `Cookie` headers, in order. Names match exactly:
-/// `xid_token` is not `id_token`. Empty values are skipped.
+/// `xid_token` is not `id_token`. Empty values, and values that are not UTF-8, are skipped.
+///
+/// Headers are read as bytes: one cookie with a non-ASCII byte (page script can set `x=é`)
+/// must not hide the other cookies of its header.
 pub fn cookie_values<'a>(
     headers: &'a http::HeaderMap,
     name: &'a str,
@@ -9,27 +12,30 @@ pub fn cookie_values<'a>(
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (key, value) = pair.split_once('=')?;
-            (key.trim() == name)
-                .then(|| value.trim())
+            let (key, value) = split_pair(pair)?;
+            (key == name.as_bytes())
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten()
                 .filter(|v| !v.is_empty())
         })
 }
 
 /// Removes the cookies named in `names` from every `Cookie` header, dropping headers left
 /// empty. Headers that name none of them are left as they are (the common case costs one scan).
+///
+/// Headers are read as bytes, like [`cookie_values`]: a header that is not ASCII is forwarded
+/// all the same, so it must lose sandport's cookies all the same.
 pub fn remove_cookies(headers: &mut http::HeaderMap, names: &[&str]) {
-    let named = |pair: &str| {
-        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-        names.contains(&name)
+    let named = |pair: &[u8]| {
+        let name = split_pair(pair).map_or(pair.trim_ascii(), |(name, _)| name);
+        names.iter().any(|own| own.as_bytes() == name)
     };
     let affected = headers
         .get_all(http::header::COOKIE)
         .iter()
-        .any(|value| value.to_str().is_ok_and(|text| text.split(';').any(&named)));
+        .any(|value| value.as_bytes().split(|&b| b == b';').any(named));
     if !affected {
         return;
     }
@@ -37,17 +43,14 @@ pub fn remove_cookies(headers: &mut http::HeaderMap, names: &[&str]) {
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|value| {
-            let Ok(text) = value.to_str() else {
-                // Not text: keep it as it is rather than guess.
-                return Some(value.clone());
-            };
-            let pairs: Vec<&str> = text
-                .split(';')
-                .map(str::trim)
+            let pairs: Vec<&[u8]> = value
+                .as_bytes()
+                .split(|&b| b == b';')
+                .map(<[u8]>::trim_ascii)
                 .filter(|pair| !pair.is_empty() && !named(pair))
                 .collect();
             (!pairs.is_empty())
-                .then(|| http::HeaderValue::from_str(&pairs.join("; ")).ok())
+                .then(|| http::HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok())
                 .flatten()
         })
         .collect();
@@ -55,6 +58,12 @@ pub fn remove_cookies(headers: &mut http::HeaderMap, names: &[&str]) {
     for value in kept {
         headers.append(http::header::COOKIE, value);
     }
+}
+
+/// One `name=value` pair, both trimmed of spaces and tabs; `None` without `=`.
+fn split_pair(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = pair.iter().position(|&b| b == b'=')?;
+    Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
 }
 
 #[cfg(test)]
@@ -93,5 +102,22 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(left, ["a=1; b=2"]);
+    }
+
+    // Found by the `identity` and `headers` fuzz targets: a header with one non-ASCII cookie
+    // was skipped whole, so sandport's own cookies in it reached the upstream, and the
+    // credentials in it were not seen.
+    #[test]
+    fn non_ascii_headers_are_read_as_bytes() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes(b"id_token=a; x=\xc3\xa9; sandport_token=t").unwrap(),
+        );
+        assert_eq!(cookie_values(&h, "id_token").collect::<Vec<_>>(), ["a"]);
+        assert_eq!(cookie_values(&h, "x").collect::<Vec<_>>(), ["\u{e9}"]);
+        remove_cookies(&mut h, &["id_token", "sandport_token"]);
+        let left: Vec<_> = h.get_all("cookie").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(left, [&b"x=\xc3\xa9"[..]]);
     }
 }

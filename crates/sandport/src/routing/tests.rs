@@ -97,6 +97,16 @@ fn host_form_cases() {
     );
 }
 
+// Found by the `routing` fuzz target: a target that is not a path (`OPTIONS *`) was sent to
+// the sandbox as its request-target.
+#[test]
+fn host_form_refuses_targets_that_are_not_paths() {
+    let host = format!("5000-{CID}.runtime.example.com");
+    for target in ["*", "a=b", "?x=1", "example.com:80"] {
+        check(&host, target, "malformed");
+    }
+}
+
 #[test]
 fn hosts_that_are_not_runtime_hosts_go_to_the_app() {
     for host in [
