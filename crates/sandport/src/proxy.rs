@@ -4,8 +4,6 @@
 //! Invariant: identity is settled before discovery is consulted, so an unauthenticated caller
 //! learns nothing about which conversations exist; and nothing here calls Docker.
 
-pub mod body;
-pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod upgrade;
@@ -21,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::authz;
+use crate::body::{self, Body};
 use crate::discovery::{self, Store};
+use crate::edge;
 use crate::error::{ProxyError, RequestKind, Upstream};
 use crate::identity::{oidc, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
 use crate::metrics;
 use crate::rewrite;
 use crate::routing::{self, Target};
-use body::Body;
 use headers::Forwarding;
 pub use headers::Peer;
 
