@@ -11,7 +11,7 @@ use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::body::Body;
-use crate::error::BoxError;
+use crate::body::BoxError;
 
 /// Returns the body decoded (and removes `Content-Encoding`), or gives it back untouched when
 /// its encoding is not one sandport can decode.

@@ -17,7 +17,7 @@ use lol_html::{element, MemorySettings, OutputSink};
 
 use super::local_url::RuntimeUrls;
 use crate::body::Body;
-use crate::error::BoxError;
+use crate::body::BoxError;
 
 /// Memory the parser may use for one page (long attributes, split tags).
 const MAX_REWRITER_MEMORY: usize = 512 * 1024;
