@@ -13,8 +13,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::body::{full, Body};
 use crate::discovery::Store;
-use crate::proxy::body::{full, Body};
 
 /// What the admin endpoints report on.
 #[derive(Debug)]

@@ -90,13 +90,7 @@ pub async fn run(
         Arc::clone(&admin),
         admin_stop.clone(),
     ));
-    tokio::spawn(async move {
-        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            upkeep.tick().await;
-            metrics_handle.run_upkeep();
-        }
-    });
+    spawn_metrics_upkeep(metrics_handle);
 
     let signals = server::Shutdown::default();
     let server_config = server::Config {
@@ -129,7 +123,33 @@ pub async fn run(
         }
     };
 
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    drain(
+        Duration::from_secs(config.server.shutdown_grace_secs),
+        &admin,
+        &signals,
+        (&tunnels, &tunnel_cancel),
+        &stopped,
+        threads,
+    )
+    .await;
+    discovery_cancel.cancel();
+    identity_cancel.cancel();
+    admin_stop.cancel();
+    tracing::info!("stopped");
+    anyhow::ensure!(!acceptor_failed, "the acceptor stopped before shutdown");
+    Ok(())
+}
+
+/// The drain: stop accepting, let connections and tunnels finish within `grace`, then close
+/// what is left and join the worker threads.
+async fn drain(
+    grace: Duration,
+    admin: &Admin,
+    signals: &server::Shutdown,
+    (tunnels, tunnel_cancel): (&tokio_util::task::TaskTracker, &CancellationToken),
+    stopped: &CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) {
     tracing::info!(grace_secs = grace.as_secs(), "draining");
     admin.draining.store(true, Ordering::Relaxed);
     signals.shutdown.cancel();
@@ -158,12 +178,17 @@ pub async fn run(
         }
     })
     .await;
-    discovery_cancel.cancel();
-    identity_cancel.cancel();
-    admin_stop.cancel();
-    tracing::info!("stopped");
-    anyhow::ensure!(!acceptor_failed, "the acceptor stopped before shutdown");
-    Ok(())
+}
+
+/// Keeps the metrics recorder's histograms trimmed, for the life of the process.
+fn spawn_metrics_upkeep(metrics_handle: metrics_exporter_prometheus::PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            upkeep.tick().await;
+            metrics_handle.run_upkeep();
+        }
+    });
 }
 
 /// Builds what each worker needs to make its own gateway: everything shared (identity, the

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::authz::Denied;
+use crate::body::{full, Body};
 use crate::discovery::LookupError;
-use crate::proxy::body::{full, Body};
 use crate::routing::{ConversationId, RouteError};
 
 pub const UNAUTHENTICATED_BODY: &str =
@@ -28,7 +28,7 @@ pub enum ProxyError {
     #[error("credentials refused: {0}")]
     Credentials(#[from] crate::identity::Refusal),
     #[error("cross-origin request refused: {0}")]
-    CrossOrigin(#[from] crate::proxy::edge::OriginRefused),
+    CrossOrigin(#[from] crate::edge::OriginRefused),
     #[error("no such sandport asset")]
     UnknownAsset,
     #[error("lookup failed for {conversation}: {error}")]
@@ -57,7 +57,7 @@ pub enum ProxyError {
     },
 }
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::body::BoxError;
 
 /// Which upstream a failure concerns.
 #[derive(Debug, Clone)]

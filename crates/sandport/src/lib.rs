@@ -6,6 +6,8 @@
 //! - [`identity`]: who is calling (token or trusted-header mode; pure);
 //! - [`discovery`]: the in-memory sandbox snapshot and the backends that feed it;
 //! - [`authz`]: ownership (pure);
+//! - [`body`]: the streamed body type (depends on nothing in the crate);
+//! - [`edge`]: CORS and the `Origin` checks (pure);
 //! - [`proxy`]: the request pipeline, header rules, forwarding and WebSocket tunnels;
 //! - [`rewrite`]: response shaping (security headers, cookies, script injection, URLs);
 //! - [`error`]: the one mapping from failures to responses;
@@ -16,8 +18,10 @@
 pub mod admin;
 pub mod app;
 pub mod authz;
+pub mod body;
 pub mod config;
 pub mod discovery;
+pub mod edge;
 pub mod error;
 pub mod identity;
 pub mod inspect;

@@ -4,8 +4,6 @@
 //! Invariant: identity is settled before discovery is consulted, so an unauthenticated caller
 //! learns nothing about which conversations exist; and nothing here calls Docker.
 
-pub mod body;
-pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod upgrade;
@@ -21,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::authz;
+use crate::body::{self, Body};
 use crate::discovery::{self, Store};
+use crate::edge;
 use crate::error::{ProxyError, RequestKind, Upstream};
 use crate::identity::{oidc, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
 use crate::metrics;
 use crate::rewrite;
 use crate::routing::{self, Target};
-use body::Body;
 use headers::Forwarding;
 pub use headers::Peer;
 
@@ -64,6 +63,26 @@ struct Record {
     upstream: Option<String>,
     user: Option<String>,
     decision: &'static str,
+}
+
+/// What the phases of one request share, parsed once.
+struct Context {
+    method: http::Method,
+    host: PublicHost,
+    path_and_query: String,
+    target: Target,
+    on_runtime_host: bool,
+    /// The app's public origin, as this request's host spells the port.
+    app_origin: String,
+    /// A WebSocket upgrade, detected once.
+    websocket: bool,
+}
+
+/// The caller after authentication: known (or anonymous) with cookies to refresh, or already
+/// answered.
+enum Caller {
+    Known(Option<Principal>, Vec<String>),
+    Answered(Response<Body>),
 }
 
 /// The public host of a request: the authority as sent, and its lowercased host name.
@@ -114,13 +133,51 @@ impl Gateway {
         response
     }
 
+    /// The phases of one request, one job each: parse → sandport's own endpoints →
+    /// check_origin → authenticate → the app or a runtime target (choose upstream, forward,
+    /// shape).
     async fn process(
         &self,
         request: Request<Incoming>,
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<Body>, ProxyError> {
-        let host = public_host(&request)?;
+        let context = self.parse(&request, record)?;
+        if let Some(response) = self
+            .own_endpoint(
+                &request,
+                &context.target,
+                &context.host,
+                &context.path_and_query,
+                &context.app_origin,
+            )
+            .await?
+        {
+            record.decision = "sandport_endpoint";
+            return Ok(response);
+        }
+        self.check_origin(&request, &context)?;
+        let (principal, refreshed) =
+            match self.authenticate(&request, &context, peer, record).await? {
+                Caller::Known(principal, refreshed) => (principal, refreshed),
+                Caller::Answered(response) => return Ok(response),
+            };
+        let response = match &context.target {
+            Target::Runtime(target) => {
+                Box::pin(self.runtime(request, &context, target, principal, peer, record)).await?
+            }
+            Target::App => Box::pin(self.app(request, &context, principal, peer, record)).await?,
+        };
+        Ok(oidc::with_cookies(response, &refreshed))
+    }
+
+    /// Parses what every later phase needs, once.
+    fn parse(
+        &self,
+        request: &Request<Incoming>,
+        record: &mut Record,
+    ) -> Result<Context, ProxyError> {
+        let host = public_host(request)?;
         let path_and_query = request
             .uri()
             .path_and_query()
@@ -133,46 +190,73 @@ impl Gateway {
         let on_runtime_host =
             matches!(&target, Target::Runtime(t) if t.form == routing::Form::Host);
         let app_origin = self.rewrite.app_origin(host.port);
-        if let Some(response) = self
-            .own_endpoint(&request, &target, &host, &path_and_query, &app_origin)
-            .await?
-        {
-            record.decision = "sandport_endpoint";
-            return Ok(response);
-        }
+        Ok(Context {
+            method: request.method().clone(),
+            websocket: headers::is_websocket_upgrade(request.headers()),
+            host,
+            path_and_query,
+            target,
+            on_runtime_host,
+            app_origin,
+        })
+    }
+
+    /// Refuses cross-site writes and WebSockets from origins other than the app (and, on a
+    /// runtime host, the host itself).
+    fn check_origin(
+        &self,
+        request: &Request<Incoming>,
+        context: &Context,
+    ) -> Result<(), ProxyError> {
         // Only a request with an `Origin` header is checked against it.
-        let own_origin = if on_runtime_host && request.headers().contains_key(header::ORIGIN) {
-            self.public_origin(&host)
+        let own_origin =
+            if context.on_runtime_host && request.headers().contains_key(header::ORIGIN) {
+                self.public_origin(&context.host)
+            } else {
+                String::new()
+            };
+        let allowed_origins: &[&str] = if context.on_runtime_host {
+            &[&context.app_origin, &own_origin]
         } else {
-            String::new()
+            &[&context.app_origin]
         };
-        let allowed_origins: &[&str] = if on_runtime_host {
-            &[&app_origin, &own_origin]
-        } else {
-            &[&app_origin]
-        };
-        let websocket = headers::is_websocket_upgrade(request.headers());
         edge::check_origin(
             request.method(),
             request.headers(),
-            websocket,
+            context.websocket,
             allowed_origins,
             &self.routing.runtime_domain,
         )?;
-        let host_kind = if on_runtime_host {
-            HostKind::Runtime(&host.name)
+        Ok(())
+    }
+
+    /// Settles who is calling, or answers on the spot (a token in the query is moved to a
+    /// cookie by a redirect).
+    async fn authenticate(
+        &self,
+        request: &Request<Incoming>,
+        context: &Context,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Caller, ProxyError> {
+        let host_kind = if context.on_runtime_host {
+            HostKind::Runtime(&context.host.name)
         } else {
             HostKind::App
         };
-        let method = request.method().clone();
         let (principal, refreshed) = match self
             .authenticator
-            .authenticate(request.headers(), &path_and_query, peer.ip, host_kind)
+            .authenticate(
+                request.headers(),
+                &context.path_and_query,
+                peer.ip,
+                host_kind,
+            )
             .await
         {
             Authentication::TokenInQuery { location } => {
                 record.decision = "token_redirect";
-                return Ok(self.token_redirect(&location));
+                return Ok(Caller::Answered(self.token_redirect(&location)));
             }
             Authentication::Authenticated(principal) => (Some(principal), Vec::new()),
             Authentication::Refreshed {
@@ -185,80 +269,91 @@ impl Gateway {
         if record.log {
             record.user = principal.as_ref().map(|p| p.user_id.to_string());
         }
-        let response = match target {
-            Target::Runtime(target) => {
-                record.route = match target.form {
-                    routing::Form::Path => "runtime_path",
-                    routing::Form::Host => "runtime_host",
-                };
-                if record.log {
-                    record.conversation = Some(target.conversation.to_string());
-                }
-                record.port = Some(target.port);
-                let Some(principal) = principal else {
-                    return Box::pin(self.unauthenticated(
-                        &request,
-                        &host,
-                        &path_and_query,
-                        &app_origin,
-                        on_runtime_host,
-                    ))
-                    .await;
-                };
-                let addr = self.resolve(&principal, &target)?;
-                let uri = origin_form(&target.upstream_target)?;
-                let authority = record.upstream.insert(addr.to_string());
-                let upstream = Upstream::Sandbox(target.conversation.clone());
-                let request_origin = request.headers().get(http::header::ORIGIN).cloned();
-                let response = self
-                    .forward(request, (authority, uri), &upstream, &host, peer, None)
-                    .await?;
-                let mut response = rewrite::shape_sandbox(
-                    &self.rewrite,
-                    response,
-                    &method,
-                    target.form,
-                    target.conversation,
-                    (host.port, &app_origin),
-                );
-                if on_runtime_host {
-                    edge::allow_app_origin(
-                        request_origin.as_ref(),
-                        response.headers_mut(),
-                        &app_origin,
-                    );
-                }
-                response
-            }
-            Target::App => {
-                if principal.is_none() && self.authenticator.app_requires_principal() {
-                    return Box::pin(self.unauthenticated(
-                        &request,
-                        &host,
-                        &path_and_query,
-                        &app_origin,
-                        false,
-                    ))
-                    .await;
-                }
-                if record.log {
-                    record.upstream = Some(self.app_authority.to_string());
-                }
-                let uri = origin_form(&path_and_query)?;
-                let response = self
-                    .forward(
-                        request,
-                        (self.app_authority.as_str(), uri),
-                        &Upstream::App,
-                        &host,
-                        peer,
-                        principal.as_ref(),
-                    )
-                    .await?;
-                rewrite::shape_app(&self.rewrite, response, &method)
-            }
+        Ok(Caller::Known(principal, refreshed))
+    }
+
+    /// A runtime target: the owner's sandbox, forwarded to and shaped.
+    async fn runtime(
+        &self,
+        request: Request<Incoming>,
+        context: &Context,
+        target: &routing::RuntimeTarget,
+        principal: Option<Principal>,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<Body>, ProxyError> {
+        record.route = match target.form {
+            routing::Form::Path => "runtime_path",
+            routing::Form::Host => "runtime_host",
         };
-        Ok(oidc::with_cookies(response, &refreshed))
+        if record.log {
+            record.conversation = Some(target.conversation.to_string());
+        }
+        record.port = Some(target.port);
+        let Some(principal) = principal else {
+            return Box::pin(self.unauthenticated(&request, context, context.on_runtime_host))
+                .await;
+        };
+        let addr = self.resolve(&principal, target)?;
+        let uri = origin_form(&target.upstream_target)?;
+        let authority = record.upstream.insert(addr.to_string());
+        let upstream = Upstream::Sandbox(target.conversation.clone());
+        let request_origin = request.headers().get(http::header::ORIGIN).cloned();
+        let response = self
+            .forward(
+                request,
+                (authority, uri),
+                &upstream,
+                &context.host,
+                peer,
+                None,
+            )
+            .await?;
+        let mut response = rewrite::shape_sandbox(
+            &self.rewrite,
+            response,
+            &context.method,
+            target.form,
+            target.conversation.clone(),
+            (context.host.port, &context.app_origin),
+        );
+        if context.on_runtime_host {
+            edge::allow_app_origin(
+                request_origin.as_ref(),
+                response.headers_mut(),
+                &context.app_origin,
+            );
+        }
+        Ok(response)
+    }
+
+    /// The app: forwarded to with the verified identity, and shaped.
+    async fn app(
+        &self,
+        request: Request<Incoming>,
+        context: &Context,
+        principal: Option<Principal>,
+        peer: &Peer,
+        record: &mut Record,
+    ) -> Result<Response<Body>, ProxyError> {
+        if principal.is_none() && self.authenticator.app_requires_principal() {
+            return Box::pin(self.unauthenticated(&request, context, false)).await;
+        }
+        if record.log {
+            record.upstream = Some(self.app_authority.to_string());
+        }
+        let uri = origin_form(&context.path_and_query)?;
+        let response = self
+            .forward(
+                request,
+                (self.app_authority.as_str(), uri),
+                &Upstream::App,
+                &context.host,
+                peer,
+                principal.as_ref(),
+            )
+            .await?;
+        Ok(rewrite::shape_app(&self.rewrite, response, &context.method))
     }
 
     /// sandport's own endpoints, answered before authentication: the browser script, OIDC
@@ -378,17 +473,20 @@ impl Gateway {
     async fn unauthenticated(
         &self,
         request: &Request<Incoming>,
-        host: &PublicHost,
-        path_and_query: &str,
-        app_origin: &str,
+        context: &Context,
         on_runtime_host: bool,
     ) -> Result<Response<Body>, ProxyError> {
+        let (host, path_and_query, app_origin) = (
+            &context.host,
+            context.path_and_query.as_str(),
+            &context.app_origin,
+        );
         let Authenticator::Oidc(oidc) = &*self.authenticator else {
             return Err(ProxyError::Unauthenticated);
         };
         let navigation = request.method() == http::Method::GET
             && RequestKind::of(request.headers()).navigation
-            && !headers::is_websocket_upgrade(request.headers());
+            && !context.websocket;
         if !navigation {
             return Err(if on_runtime_host {
                 ProxyError::Unauthenticated

@@ -22,7 +22,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::proxy::body::{full, Body};
+use crate::body::{full, Body};
 use crate::routing::{ConversationId, Form};
 use local_url::RuntimeUrls;
 

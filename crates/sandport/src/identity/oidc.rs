@@ -21,7 +21,7 @@ use super::jwt::{self, Rules, TokenError, Verified};
 use super::provider::{FetchError, Provider};
 use super::session::{pkce_challenge, random_token, CookiePolicy, SigningKey};
 use super::{cookie_values, Principal, UserId};
-use crate::proxy::body::{full, Body};
+use crate::body::{full, Body};
 
 pub const ID_TOKEN_COOKIE: &str = "id_token";
 pub const REFRESH_TOKEN_COOKIE: &str = "refresh_token";

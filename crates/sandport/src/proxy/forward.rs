@@ -21,7 +21,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::{self, is_limit_error, Body};
+use crate::body::{self, is_limit_error, Body};
 use crate::error::{BoxError, ProxyError, Upstream};
 use crate::metrics;
 

@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use crate::error::BoxError;
-use crate::proxy::body::Body;
+use crate::body::Body;
+use crate::body::BoxError;
 
 /// Returns the body decoded (and removes `Content-Encoding`), or gives it back untouched when
 /// its encoding is not one sandport can decode.

@@ -16,8 +16,8 @@ use lol_html::send::{HtmlRewriter, Settings};
 use lol_html::{element, MemorySettings, OutputSink};
 
 use super::local_url::RuntimeUrls;
-use crate::error::BoxError;
-use crate::proxy::body::Body;
+use crate::body::Body;
+use crate::body::BoxError;
 
 /// Memory the parser may use for one page (long attributes, split tags).
 const MAX_REWRITER_MEMORY: usize = 512 * 1024;

@@ -5,7 +5,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::error::BoxError;
+/// Any error a body or an upstream exchange can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A streamed body. Unsync so that body transforms which are `Send` but not `Sync` fit.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;

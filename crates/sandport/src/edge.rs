@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::proxy::body::{empty, Body};
+use crate::body::{empty, Body};
 use crate::routing;
 
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, PUT, PATCH, POST, DELETE";
