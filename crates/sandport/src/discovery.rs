@@ -81,6 +81,10 @@ pub enum LookupError {
     Paused,
     #[error("sandbox has no address")]
     NoAddress,
+    /// Containers of different owners carry the conversation id: nobody is served until
+    /// only one owner is left, rather than picking one.
+    #[error("containers of different owners claim the conversation")]
+    Contested,
 }
 
 /// What the backend tells the store.

@@ -199,6 +199,14 @@ impl ProxyError {
                     "no_address",
                     true,
                 ),
+                LookupError::Contested => d(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "Conversation {conversation} is claimed by containers of different owners"
+                    ),
+                    "contested_owner",
+                    true,
+                ),
             },
             ProxyError::Denied { denied, .. } => match denied {
                 Denied::Unlabelled => d(

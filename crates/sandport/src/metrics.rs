@@ -29,6 +29,8 @@ pub const DOCKER_FAILURES: &str = "sandport_docker_failures_total";
 pub const REWRITE_SKIPPED: &str = "sandport_rewrite_skipped_total";
 /// Failed JWKS fetches (the cached keys stay in use).
 pub const JWKS_FETCH_FAILURES: &str = "sandport_jwks_fetch_failures_total";
+/// Conversations refused because containers of different owners carry their id.
+pub const CONTESTED_CONVERSATIONS: &str = "sandport_discovery_contested_conversations";
 /// WebSocket tunnels currently open.
 pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
 /// Client connections currently open, by `worker` (its index).

@@ -1,7 +1,7 @@
 //! The snapshot of sandboxes and its freshness. Pure apart from the atomic swap: time is
 //! passed in, and nothing here talks to a backend.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ pub struct Table {
     containers: HashMap<String, Arc<Sandbox>>,
     /// The container that serves each conversation: the newest running one, else the newest.
     by_conversation: HashMap<String, Arc<Sandbox>>,
+    /// Conversations whose containers name more than one owner (or an owner and none).
+    contested: HashSet<String>,
 }
 
 impl Table {
@@ -29,10 +31,30 @@ impl Table {
                 }
             }
         }
+        let mut owners: HashMap<&str, HashSet<Option<&str>>> = HashMap::new();
+        for sandbox in containers.values() {
+            owners
+                .entry(&sandbox.conversation)
+                .or_default()
+                .insert(sandbox.owner.as_deref());
+        }
+        let contested = owners
+            .into_iter()
+            .filter(|(_, owners)| owners.len() > 1)
+            .map(|(conversation, _)| conversation.to_owned())
+            .collect();
         Self {
             containers,
             by_conversation,
+            contested,
         }
+    }
+
+    /// Conversations claimed by containers of different owners, sorted.
+    pub fn contested(&self) -> Vec<String> {
+        let mut contested: Vec<String> = self.contested.iter().cloned().collect();
+        contested.sort();
+        contested
     }
 
     /// Applies one event, returning the new table.
@@ -88,6 +110,9 @@ impl Table {
 
     /// The sandbox that serves a conversation, if it can take traffic.
     pub fn lookup(&self, conversation: &str) -> Result<Arc<Sandbox>, LookupError> {
+        if self.contested.contains(conversation) {
+            return Err(LookupError::Contested);
+        }
         let sandbox = self
             .by_conversation
             .get(conversation)
@@ -163,6 +188,16 @@ impl Store {
                 "several running containers carry one conversation id; the newest wins"
             );
         }
+        let contested = next.contested();
+        if contested != self.table.load().contested() {
+            for conversation in &contested {
+                tracing::warn!(
+                    conversation = %conversation,
+                    "containers of different owners carry one conversation id; refusing it until one is left"
+                );
+            }
+        }
+        metrics::gauge!(crate::metrics::CONTESTED_CONVERSATIONS).set(contested.len() as f64);
         self.table.store(Arc::new(next));
         if restarted {
             self.synced.store(true, Ordering::Release);
@@ -243,6 +278,29 @@ mod tests {
         ]));
         assert_eq!(table.lookup("c1").unwrap().container_id, "b");
         assert_eq!(table.duplicates(), vec!["c1".to_owned()]);
+    }
+
+    #[test]
+    fn containers_of_different_owners_refuse_the_conversation_until_one_is_left() {
+        let mut squatter = sandbox("b", "c1", 20, Running);
+        squatter.owner = Some("bob".into());
+        let table = Table::default().apply(Event::Restarted(vec![
+            sandbox("a", "c1", 10, Running),
+            squatter,
+            sandbox("x", "c2", 10, Running),
+        ]));
+        assert_eq!(table.lookup("c1"), Err(LookupError::Contested));
+        assert_eq!(table.contested(), vec!["c1".to_owned()]);
+        assert!(table.lookup("c2").is_ok());
+        // an unlabelled container with the id contests it too
+        let mut unlabelled = sandbox("u", "c2", 30, Stopped);
+        unlabelled.owner = None;
+        let table = table.apply(Event::Upserted(unlabelled));
+        assert_eq!(table.lookup("c2"), Err(LookupError::Contested));
+        let table = table.apply(Event::Removed {
+            container_id: "b".into(),
+        });
+        assert_eq!(table.lookup("c1").unwrap().container_id, "a");
     }
 
     #[test]

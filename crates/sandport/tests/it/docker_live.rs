@@ -431,3 +431,76 @@ async fn a_container_never_receives_oidc_credentials() {
     .unwrap();
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Catalogue 86: two containers with one conversation id and different owners. Neither owner
+/// is served (409, with a metric and a log line) until one container is gone; then the other
+/// owner's routes come back.
+#[tokio::test]
+async fn catalogue_86_two_owners_of_one_conversation_are_both_refused() {
+    let image = SandboxImage::build().expect("sandbox image (is Docker running?)");
+    let network = TestNetwork::create().unwrap();
+    let conversation = random_conversation_id();
+    let start = |owner: &str| {
+        Container::builder(&image)
+            .network(&network)
+            .labels(vec![
+                ("conversation_id", conversation.as_str()),
+                ("user_id", owner),
+            ])
+            .sandbox_ports(&[5000])
+            .run()
+            .unwrap()
+    };
+    let alices = start("alice");
+    let bobs = start("bob");
+    for container in [&alices, &bobs] {
+        container
+            .wait_http(&network, 5000, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let as_alice = Gateway::start(&docker_config("alice", network.name()));
+    let as_bob = Gateway::start(&docker_config("bob", network.name()));
+    let target = format!("/runtime/{conversation}/5000/");
+    for gateway in [&as_alice, &as_bob] {
+        gateway.wait_ready().await;
+        let response = send(gateway.addr, authed("localhost", &target))
+            .await
+            .unwrap();
+        assert_eq!(response.status, StatusCode::CONFLICT, "{:?}", response.body);
+        assert!(String::from_utf8_lossy(&response.body).contains("different owners"));
+        assert_eq!(
+            gateway
+                .metric("sandport_discovery_contested_conversations", "")
+                .await,
+            1.0
+        );
+        assert!(
+            gateway
+                .metric("sandport_errors_total", "reason=\"contested_owner\"")
+                .await
+                >= 1.0
+        );
+    }
+    bobs.remove().unwrap();
+    let removed = Instant::now();
+    loop {
+        let response = send(as_alice.addr, authed("localhost", &target))
+            .await
+            .unwrap();
+        if response.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(5),
+            "alice's route did not come back: {}",
+            response.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "catalogue 86: alice served again {:?} after bob's container was removed",
+        removed.elapsed()
+    );
+    assert!(as_alice.stderr_contains("containers of different owners carry one conversation id"));
+}

@@ -164,6 +164,11 @@ impl Gateway {
         }
     }
 
+    /// Whether the gateway has written `needle` to stderr so far.
+    pub fn stderr_contains(&self, needle: &str) -> bool {
+        self.stderr.lock().unwrap().contains(needle)
+    }
+
     /// A metric's value from `/metrics` (sum over label sets matching `filter`).
     pub async fn metric(&self, name: &str, filter: &str) -> f64 {
         let response = send(self.admin, get("localhost", "/metrics"))
