@@ -304,6 +304,16 @@ def alice(stack: Stack, browser: Browser) -> Iterator[dict[str, Any]]:
         session.quit()
 
 
+def as_bob(stack: Stack, browser: Browser, method: str, url: str, body: Any = None) -> tuple[int, str]:
+    """One request from bob's own browser session, logged in at the edge."""
+    bob = browser.session()
+    try:
+        bob.go(f'{stack.origin}/e2e-login?user=bob')
+        return fetch(bob, method, url, body)
+    finally:
+        bob.quit()
+
+
 def conversation_hex(alice: dict[str, Any]) -> str:
     return alice['conversation']['id'].replace('-', '')
 
@@ -392,14 +402,9 @@ def test_anonymous_browsers_get_the_login_and_sandport_refuses_requests_without_
 def test_bob_cannot_squat_alices_conversation_id(stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
     conversation = alice['conversation']
     cid = conversation_hex(alice)
-    bob = browser.session()
-    try:
-        bob.go(f'{stack.origin}/e2e-login?user=bob')
-        status, text = fetch(bob, 'POST', f'{stack.origin}/api/v1/app-conversations',
-                             {'conversation_id': conversation['id']})
-        assert status == 409, text
-    finally:
-        bob.quit()
+    status, text = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/app-conversations',
+                          {'conversation_id': conversation['id']})
+    assert status == 409, text
     owners = {c['Config']['Labels'].get('user_id') for c in stack.sandboxes()
               if c['Config']['Labels'].get('conversation_id') == cid}
     assert owners == {'alice'}
@@ -414,13 +419,8 @@ def test_alice_deletes_a_conversation_and_bob_cannot(stack: Stack, browser: Brow
     _, doomed = start_conversation(stack, session)
     cid = doomed['id'].replace('-', '')
     assert any(c['Config']['Labels'].get('conversation_id') == cid for c in stack.sandboxes())
-    bob = browser.session()
-    try:
-        bob.go(f'{stack.origin}/e2e-login?user=bob')
-        status, _ = fetch(bob, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
-        assert status == 404
-    finally:
-        bob.quit()
+    status, _ = as_bob(stack, browser, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
+    assert status == 404
     status, text = fetch(session, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
     assert status == 200, text
     status, text = fetch(session, 'GET', f'{stack.origin}/api/v1/app-conversations/search')
@@ -459,13 +459,8 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
     key = env_of(old).get('OH_SECRET_KEY')
     assert key and key != env_of(old).get('OH_SESSION_API_KEYS_0')
     stack.run('docker', 'rm', '-f', old['Id'])
-    bob = browser.session()
-    try:
-        bob.go(f'{stack.origin}/e2e-login?user=bob')
-        status, _ = fetch(bob, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
-        assert status == 404
-    finally:
-        bob.quit()
+    status, _ = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
+    assert status == 404
     assert container() is None, 'bob re-created alice\'s sandbox'
     status, text = fetch(session, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
     assert status == 200, text

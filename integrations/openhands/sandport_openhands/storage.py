@@ -28,7 +28,7 @@ import threading
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sandport_openhands.identity import validate_user_id
 
@@ -104,48 +104,39 @@ class LocalDirStore(UserDataStore):
         except OSError as e:
             raise StorageError(f'cannot read {key}: {e.strerror or e}') from e
 
-    def write(self, key: str, data: bytes) -> None:
+    def _staged(self, key: str, data: bytes, publish: Callable[[str, Path], None]) -> None:
+        """Writes `data` to a synced temporary file next to the record, then `publish`es it
+        (rename or link); the temporary name never outlives the call."""
         path = self._path(key)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=path.parent)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=path.parent)
+            with os.fdopen(fd, 'wb') as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            publish(tmp, path)
+        finally:
             try:
-                with os.fdopen(fd, 'wb') as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def write(self, key: str, data: bytes) -> None:
+        try:
+            self._staged(key, data, os.replace)
         except OSError as e:
             raise StorageError(f'cannot write {key}: {e.strerror or e}') from e
 
     def create(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=path.parent)
-            try:
-                with os.fdopen(fd, 'wb') as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                # link() fails if the name exists: of two writers, exactly one wins
-                os.link(tmp, path)
-                return True
-            except FileExistsError:
-                return False
-            finally:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            # link() fails if the name exists: of two writers, exactly one wins
+            self._staged(key, data, os.link)
+        except FileExistsError:
+            return False
         except OSError as e:
             raise StorageError(f'cannot create {key}: {e.strerror or e}') from e
+        return True
 
     def list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
