@@ -461,6 +461,10 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
     stack.run('docker', 'rm', '-f', old['Id'])
     status, _ = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
     assert status == 404
+    # with no container carrying the id, bob's squat is still refused: the id is alice's
+    status, text = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/app-conversations',
+                          {'conversation_id': conversation['id']})
+    assert status == 409, text
     assert container() is None, 'bob re-created alice\'s sandbox'
     status, text = fetch(session, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
     assert status == 200, text
