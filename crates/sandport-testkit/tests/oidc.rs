@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use sandport_testkit::eventually;
+
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -660,7 +662,11 @@ async fn jwks_unavailable_and_hang() {
     assert!(held.is_err(), "a hanging JWKS request does not complete");
     let uri = p.jwks_uri();
     let pending = tokio::spawn(async move { get(&uri).await.status });
-    until("the held request arrived", || p.jwks_fetches() == 3).await;
+    eventually("the held request arrived", Duration::from_secs(5), || {
+        let arrived = p.jwks_fetches() == 3;
+        async move { arrived }
+    })
+    .await;
     assert!(!pending.is_finished());
     assert_eq!(p.jwks_fetches(), 3, "counted on arrival");
 
@@ -688,7 +694,11 @@ async fn jwks_unavailable_and_hang() {
             .await
             .is_err()
     });
-    until("the held request arrived", || p.jwks_fetches() == 5).await;
+    eventually("the held request arrived", Duration::from_secs(5), || {
+        let arrived = p.jwks_fetches() == 5;
+        async move { arrived }
+    })
+    .await;
     let addr = p.addr();
     drop(p);
     let failed = tokio::time::timeout(Duration::from_secs(5), pending)
@@ -836,16 +846,4 @@ async fn hostile_tokens_are_rejected_and_the_valid_one_accepted() {
     let truncated = truncate_token(&valid);
     assert!(valid.starts_with(&truncated) && truncated.len() < valid.len());
     assert_eq!(truncated.matches('.').count(), 2);
-}
-
-/// Polls `check` every 10 ms until it holds, failing after 5 s.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -322,21 +322,7 @@ pub fn docker_config(user: &str, network: &str) -> String {
     )
 }
 
-/// Polls `check` until it returns true or `limit` passes; returns the time it took.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use sandport_testkit::eventually;
 
 /// A streaming HTTP/1.1 connection to `addr`, for tests that read bodies frame by frame.
 pub async fn connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
