@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     // configuration accepts (`validate_domain`, then lowercased).
     let domain = if domain.is_empty() {
         "runtime.example.com".to_owned()
-    } else if valid_domain(domain) {
+    } else if sandport::config::is_domain_name(domain) {
         domain.to_ascii_lowercase()
     } else {
         if let Ok(host) = std::str::from_utf8(rest) {
@@ -70,16 +70,4 @@ fn check(domain: &str, host: &str) {
         Some((conversation, port)),
         "round trip through {origin:?}"
     );
-}
-
-fn valid_domain(domain: &str) -> bool {
-    !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use file::{
-    AdminSection, AppSection, DiscoveryBackend, DiscoverySection, FileConfig, IdentityMode,
-    IdentitySection, LogFormat, LogSection, ProxySection, RewriteSection, RoutingSection,
-    ServerSection, StaticSandbox,
+    is_domain_name, AdminSection, AppSection, DiscoveryBackend, DiscoverySection, FileConfig,
+    IdentityMode, IdentitySection, LogFormat, LogSection, ProxySection, RewriteSection,
+    RoutingSection, ServerSection, StaticSandbox,
 };
 
 /// A configuration problem, naming the key (or variable) at fault.

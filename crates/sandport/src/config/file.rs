@@ -562,8 +562,10 @@ fn validate_provider_url(key: &'static str, url: &str) -> Result<(), ConfigError
     }
 }
 
-fn validate_domain(key: &'static str, domain: &str) -> Result<(), ConfigError> {
-    let valid = !domain.is_empty()
+/// Whether `domain` is a DNS name sandport accepts for its domains: ASCII letters, digits and
+/// `-` in labels of 1 to 63 bytes, at most 253 bytes in all.
+pub fn is_domain_name(domain: &str) -> bool {
+    !domain.is_empty()
         && domain.len() <= 253
         && domain.split('.').all(|label| {
             !label.is_empty()
@@ -571,8 +573,11 @@ fn validate_domain(key: &'static str, domain: &str) -> Result<(), ConfigError> {
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if valid {
+        })
+}
+
+fn validate_domain(key: &'static str, domain: &str) -> Result<(), ConfigError> {
+    if is_domain_name(domain) {
         Ok(())
     } else {
         Err(invalid(key, format!("{domain:?} is not a domain name")))
