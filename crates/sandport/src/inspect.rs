@@ -2,10 +2,9 @@
 //! with a URL, without sending traffic.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use crate::config::{DiscoveryBackend, FileConfig};
-use crate::discovery::{self, Event, Sandbox, Table};
+use crate::discovery::{self, Event, Table};
 use crate::error::ProxyError;
 use crate::identity::Principal;
 use crate::routing::{self, Target};
@@ -35,13 +34,16 @@ pub async fn load_table(config: &FileConfig) -> anyhow::Result<Table> {
     Ok(Table::default().apply(Event::Restarted(sandboxes)))
 }
 
-/// A table of every sandbox, one line each.
-pub fn format_routes(sandboxes: &[Arc<Sandbox>]) -> String {
+/// A table of every sandbox, one line each; a conversation whose containers name different
+/// owners is marked `CONTESTED` (routed to nobody) and listed again at the end.
+pub fn format_routes(table: &Table) -> String {
+    let sandboxes = table.sandboxes();
+    let contested = table.contested();
     let mut out = format!(
         "{:<32}  {:<16}  {:<24}  {:<15}  {:<20}  {}\n",
         "CONVERSATION", "OWNER", "CONTAINER", "ADDRESS", "PORTS", "STATE"
     );
-    for sandbox in sandboxes {
+    for sandbox in &sandboxes {
         let ports: Vec<String> = sandbox
             .ports
             .iter()
@@ -64,7 +66,18 @@ pub fn format_routes(sandboxes: &[Arc<Sandbox>]) -> String {
             } else {
                 ports.join(",")
             },
-            sandbox.state.as_str(),
+            if contested.contains(&sandbox.conversation) {
+                "CONTESTED"
+            } else {
+                sandbox.state.as_str()
+            },
+        );
+    }
+    if !contested.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ncontested (containers of different owners; routed to nobody): {}",
+            contested.join(", ")
         );
     }
     out
@@ -130,6 +143,20 @@ pub fn explain(
         return Ok(decision(&mut out, &error));
     }
     let port = discovery::choose_port(&sandbox, target.port, &config.discovery.system_ports);
+    if let Some(ip) = sandbox.address {
+        let listeners = [&config.server.listen, &config.admin.listen]
+            .into_iter()
+            .filter_map(|listen| listen.parse().ok());
+        if let Err(refusal) =
+            app::address_policy(config, listeners).check(std::net::SocketAddr::new(ip, port))
+        {
+            let error = ProxyError::AddressRefused {
+                conversation: target.conversation,
+                refusal,
+            };
+            return Ok(decision(&mut out, &error));
+        }
+    }
     let address = sandbox
         .address
         .map_or_else(|| "-".to_owned(), |a| a.to_string());

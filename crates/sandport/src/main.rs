@@ -109,10 +109,11 @@ fn routes(config: &FileConfig, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sandboxes = table.sandboxes();
     if json {
+        let sandboxes = table.sandboxes();
         let plain: Vec<_> = sandboxes.iter().map(|s| &**s).collect();
-        match serde_json::to_string_pretty(&plain) {
+        let report = serde_json::json!({ "sandboxes": plain, "contested": table.contested() });
+        match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
             Err(error) => {
                 eprintln!("sandport: {error}");
@@ -120,7 +121,7 @@ fn routes(config: &FileConfig, json: bool) -> ExitCode {
             }
         }
     } else {
-        print!("{}", inspect::format_routes(&sandboxes));
+        print!("{}", inspect::format_routes(&table));
     }
     ExitCode::SUCCESS
 }
