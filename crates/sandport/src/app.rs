@@ -73,6 +73,7 @@ pub async fn run(
     let tunnel_cancel = CancellationToken::new();
     let make_gateway = gateway_factory(
         &config,
+        address_policy(&config, [listen, admin_addr]),
         Arc::new(authenticator),
         &store,
         assertion_key,
@@ -195,6 +196,7 @@ fn spawn_metrics_upkeep(metrics_handle: metrics_exporter_prometheus::PrometheusH
 /// sandbox store, the tunnel tracker) is shared, and each gets its own upstream pool.
 fn gateway_factory(
     config: &FileConfig,
+    address_policy: discovery::AddressPolicy,
     authenticator: Arc<Authenticator>,
     store: &Arc<Store>,
     assertion_key: Option<SigningKey>,
@@ -216,6 +218,7 @@ fn gateway_factory(
         authenticator: Arc::clone(&authenticator),
         store: Arc::clone(&store),
         system_ports: system_ports.clone(),
+        address_policy: address_policy.clone(),
         client: forward::Client::new(connect_timeout),
         app_authority: app_authority.clone(),
         external_scheme: external_scheme.clone(),
@@ -227,6 +230,18 @@ fn gateway_factory(
         assertion_key: assertion_key.clone(),
         metrics: crate::metrics::RequestMetrics::new(),
     }))
+}
+
+/// The static backend's addresses are the operator's own; Docker's come from containers.
+pub fn address_policy(
+    config: &FileConfig,
+    own_listeners: impl IntoIterator<Item = std::net::SocketAddr>,
+) -> discovery::AddressPolicy {
+    discovery::AddressPolicy {
+        allow_host_local: config.discovery.backend == DiscoveryBackend::Static
+            || config.discovery.allow_host_local_addresses,
+        own_listeners: own_listeners.into_iter().collect(),
+    }
 }
 
 fn spawn_discovery(config: &FileConfig, store: &Arc<Store>, cancel: &CancellationToken) {

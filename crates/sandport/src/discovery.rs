@@ -5,6 +5,7 @@
 //! track (Docker unreachable, event stream broken) the store is marked stale, and after
 //! `max_staleness` lookups fail with [`LookupError::Unavailable`] instead of routing on old data.
 
+mod address_policy;
 pub mod docker;
 pub mod fixed;
 pub mod labels;
@@ -13,6 +14,7 @@ mod store;
 
 use std::net::IpAddr;
 
+pub use address_policy::{AddressPolicy, AddressRefusal};
 pub use ports::choose_port;
 pub use store::{Lookup, Store, Table};
 

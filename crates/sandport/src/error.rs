@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::authz::Denied;
 use crate::body::{full, Body};
-use crate::discovery::LookupError;
+use crate::discovery::{AddressRefusal, LookupError};
 use crate::routing::{ConversationId, RouteError};
 
 pub const UNAUTHENTICATED_BODY: &str =
@@ -40,6 +40,12 @@ pub enum ProxyError {
     Denied {
         conversation: ConversationId,
         denied: Denied,
+    },
+    /// The sandbox's address is one sandport never connects to (the host's own).
+    #[error("address of {conversation} refused: {refusal:?}")]
+    AddressRefused {
+        conversation: ConversationId,
+        refusal: AddressRefusal,
     },
     #[error("request body larger than the limit")]
     BodyTooLarge,
@@ -219,6 +225,26 @@ impl ProxyError {
                     StatusCode::FORBIDDEN,
                     "Access denied: you do not own this conversation".into(),
                     "not_owner",
+                    true,
+                ),
+            },
+            ProxyError::AddressRefused {
+                conversation,
+                refusal,
+            } => match refusal {
+                AddressRefusal::HostLocal => d(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "Sandbox for conversation {conversation} has a host-local address \
+                         (host networking or loopback); sandport does not route to it"
+                    ),
+                    "host_local_address",
+                    true,
+                ),
+                AddressRefusal::OwnListener => d(
+                    StatusCode::FORBIDDEN,
+                    "Access denied: that port is sandport's own".into(),
+                    "own_listener",
                     true,
                 ),
             },

@@ -37,6 +37,8 @@ pub struct Gateway {
     pub authenticator: Arc<Authenticator>,
     pub store: Arc<Store>,
     pub system_ports: Vec<u16>,
+    /// Which container addresses may be connected to.
+    pub address_policy: discovery::AddressPolicy,
     pub client: forward::Client,
     pub app_authority: http::uri::Authority,
     pub external_scheme: String,
@@ -528,7 +530,14 @@ impl Gateway {
             .address
             .ok_or_else(|| lookup_error(discovery::LookupError::NoAddress))?;
         let port = discovery::choose_port(&sandbox, target.port, &self.system_ports);
-        Ok(SocketAddr::new(ip, port))
+        let upstream = SocketAddr::new(ip, port);
+        self.address_policy
+            .check(upstream)
+            .map_err(|refusal| ProxyError::AddressRefused {
+                conversation: target.conversation.clone(),
+                refusal,
+            })?;
+        Ok(upstream)
     }
 
     /// Sends the request to `upstream_target` (an authority and an origin-form target).

@@ -209,6 +209,10 @@ pub struct DiscoverySection {
     /// Ports of system services inside every sandbox (agent server, VS Code), always used as
     /// requested and never translated.
     pub system_ports: Vec<u16>,
+    /// Docker backend: reach containers whose address is the host's own (host networking,
+    /// loopback, link-local). Off: their owners would reach every service on the host's
+    /// loopback. sandport's own listeners are refused either way.
+    pub allow_host_local_addresses: bool,
     /// Static backend: the sandboxes.
     pub sandboxes: Vec<StaticSandbox>,
 }
@@ -223,6 +227,7 @@ impl Default for DiscoverySection {
             reconcile_interval_secs: 30,
             docker_timeout_secs: 5,
             system_ports: vec![8000, 8001],
+            allow_host_local_addresses: false,
             sandboxes: Vec::new(),
         }
     }

@@ -484,10 +484,28 @@ async fn catalogue_86_two_owners_of_one_conversation_are_both_refused() {
                 >= 1.0
         );
     }
+    // The operator sees the conflict in `sandport routes`, without the other owner's traffic.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sandport.toml");
+    std::fs::write(&config, docker_config("alice", network.name())).unwrap();
+    let routes = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
+        .args(["routes", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&routes.stdout);
+    assert!(routes.status.success(), "{listing}");
+    assert!(
+        listing.contains(&format!("routed to nobody): {conversation}")),
+        "{listing}"
+    );
+    assert_eq!(listing.matches("CONTESTED").count(), 2, "{listing}");
+
     bobs.remove().unwrap();
+    // The bound: routing is back within 1 s of the other container's removal.
     let back = eventually(
         "alice's route comes back",
-        Duration::from_secs(5),
+        Duration::from_secs(1),
         || async {
             send(as_alice.addr, authed("localhost", &target))
                 .await
@@ -497,4 +515,90 @@ async fn catalogue_86_two_owners_of_one_conversation_are_both_refused() {
     .await;
     println!("catalogue 86: alice served again {back:?} after bob's container was removed");
     assert!(as_alice.stderr_contains("containers of different owners carry one conversation id"));
+}
+
+/// Catalogue 45 and 84: a sandbox on the host network would hand its owner the gateway host's
+/// loopback. Refused by default (502 for any port, 403 for sandport's own listeners); allowed
+/// only when the operator says so, and sandport's admin port even then stays refused.
+#[tokio::test]
+async fn catalogue_45_84_a_host_network_sandbox_never_reaches_the_hosts_loopback() {
+    let image = SandboxImage::build().expect("sandbox image (is Docker running?)");
+    let network = TestNetwork::create().unwrap();
+    // A service only the host's loopback offers: what an attacker would be after.
+    let host_only = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_only_port = host_only.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = host_only.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nhost-only")
+                    .await;
+            });
+        }
+    });
+    let conversation = random_conversation_id();
+    // Port 0: the sandbox server listens on an ephemeral host port, clashing with nothing.
+    let _sandbox = Container::builder(&image)
+        .host_network()
+        .labels(vec![
+            ("conversation_id", conversation.as_str()),
+            ("user_id", "alice"),
+        ])
+        .sandbox_ports(&[0])
+        .run()
+        .unwrap();
+    let refusing = Gateway::start(&docker_config("alice", network.name()));
+    let allowing = Gateway::start(&docker_config("alice", network.name()).replace(
+        "max_staleness_secs = 2\n",
+        "max_staleness_secs = 2\nallow_host_local_addresses = true\n",
+    ));
+    for gateway in [&refusing, &allowing] {
+        gateway.wait_ready().await;
+    }
+    let to = |port: u16, path: &str| format!("/runtime/{conversation}/{port}{path}");
+    let answer = |gateway: &Gateway, target: String| {
+        let addr = gateway.addr;
+        async move { send(addr, authed("localhost", &target)).await.unwrap() }
+    };
+    let refused = eventually(
+        "discovery sees the host-network sandbox",
+        Duration::from_secs(10),
+        || async {
+            answer(&refusing, to(host_only_port, "/")).await.status != StatusCode::NOT_FOUND
+        },
+    )
+    .await;
+    println!("catalogue 45/84: sandbox discovered after {refused:?}");
+    let response = answer(&refusing, to(host_only_port, "/")).await;
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    assert_eq!(response.status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("host-local address"), "{body}");
+    assert!(!body.contains("host-only"));
+    assert!(
+        refusing
+            .metric("sandport_errors_total", "reason=\"host_local_address\"")
+            .await
+            >= 1.0
+    );
+    // The admin listener, the gateway's own port and loopback over IPv6: never.
+    for gateway in [&refusing, &allowing] {
+        for port in [gateway.admin.port(), gateway.addr.port()] {
+            let response = answer(gateway, to(port, "/metrics")).await;
+            let body = String::from_utf8_lossy(&response.body).into_owned();
+            assert_eq!(
+                response.status,
+                StatusCode::FORBIDDEN,
+                "port {port}: {body}"
+            );
+            assert!(!body.contains("sandport_"), "port {port} leaked: {body}");
+        }
+    }
+    // The operator's explicit choice: the same sandbox then reaches the host's loopback, which
+    // proves the refusal above is the policy and not an unreachable port.
+    let response = answer(&allowing, to(host_only_port, "/")).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(&response.body[..], b"host-only");
 }
