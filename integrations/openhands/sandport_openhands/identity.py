@@ -12,10 +12,10 @@ trust. Two are provided:
     reads from ``[identity] assertion_key_file``. Sandboxes never see the key.
 ``trusted_header_verifier`` (otherwise)
     the ``X-Cognito-User-Id`` header sandport sets, believed only from
-    sandport: its peer address (``SANDPORT_TRUSTED_PROXIES``) and/or a shared
-    secret it sends (``SANDPORT_PROXY_SECRET_FILE``, header
-    ``X-Sandport-Proxy-Secret``). With neither configured every request is
-    refused: a header anybody able to reach the app can set proves nothing.
+    sandport's peer address (``SANDPORT_TRUSTED_PROXIES``). Without it every
+    request is refused: a header anybody able to reach the app can set proves
+    nothing. Behind an edge that rewrites the peer address (uvicorn's
+    ``--proxy-headers``) this cannot work; use the signed assertion.
 
 ``SANDPORT_IDENTITY_VERIFIER`` (a dotted path) selects another verifier.
 ``SANDPORT_TRUSTED_PROXIES`` also restricts the signed assertion when set.
@@ -23,7 +23,6 @@ trust. Two are provided:
 
 from __future__ import annotations
 
-import hmac
 import importlib
 import ipaddress
 import os
@@ -41,7 +40,6 @@ ASSERTION_AUDIENCE = 'app'
 ASSERTION_LEEWAY_SECS = 5
 MAX_ASSERTION_LEN = 8192
 EMAIL_HEADER = 'x-cognito-email'
-PROXY_SECRET_HEADER = 'x-sandport-proxy-secret'
 
 # Cognito, Keycloak and most OIDC providers use UUIDs or url-safe base64 as
 # `sub`. Anything else is rejected, never rewritten: two distinct ids must
@@ -95,7 +93,6 @@ IdentityVerifier = Callable[[HTTPConnection], Awaitable[VerifiedIdentity]]
 @dataclass(frozen=True)
 class TrustedHeaderPolicy:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    proxy_secret: bytes | None
 
     @classmethod
     def from_env(cls) -> TrustedHeaderPolicy:
@@ -104,20 +101,11 @@ class TrustedHeaderPolicy:
             item = item.strip()
             if item:
                 networks.append(ipaddress.ip_network(item, strict=False))
-        secret: bytes | None = None
-        secret_file = os.environ.get('SANDPORT_PROXY_SECRET_FILE', '').strip()
-        if secret_file:
-            with open(secret_file, 'rb') as f:
-                secret = f.read().strip()
-            if len(secret) < 16:
-                raise ValueError(
-                    f'{secret_file}: the proxy secret must be at least 16 bytes'
-                )
-        return cls(trusted_proxies=tuple(networks), proxy_secret=secret)
+        return cls(trusted_proxies=tuple(networks))
 
     @property
     def configured(self) -> bool:
-        return bool(self.trusted_proxies) or self.proxy_secret is not None
+        return bool(self.trusted_proxies)
 
 
 def _single_header(request: HTTPConnection, name: str) -> str | None:
@@ -134,17 +122,8 @@ def check_trusted_header(
 ) -> VerifiedIdentity:
     """The trusted-header rule, separate from configuration for testing."""
     if not policy.configured:
-        raise IdentityRejected(
-            'no trusted proxy configured (SANDPORT_TRUSTED_PROXIES or '
-            'SANDPORT_PROXY_SECRET_FILE)'
-        )
+        raise IdentityRejected('no trusted proxy configured (SANDPORT_TRUSTED_PROXIES)')
     _check_peer(request, policy)
-    if policy.proxy_secret is not None:
-        presented = _single_header(request, PROXY_SECRET_HEADER)
-        if presented is None or not hmac.compare_digest(
-            presented.encode('utf-8', 'surrogateescape'), policy.proxy_secret
-        ):
-            raise IdentityRejected('missing or wrong proxy secret')
 
     raw_user_id = _single_header(request, USER_ID_HEADER)
     if raw_user_id is None or raw_user_id == '':

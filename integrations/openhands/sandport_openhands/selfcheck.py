@@ -45,8 +45,8 @@ def _check_auth() -> str | None:
     policy = identity.TrustedHeaderPolicy.from_env()
     if verifier is identity.trusted_header_verifier and not policy.configured:
         return (
-            'trusted-header identity without SANDPORT_TRUSTED_PROXIES or '
-            'SANDPORT_PROXY_SECRET_FILE'
+            'trusted-header identity without SANDPORT_TRUSTED_PROXIES '
+            '(or set SANDPORT_ASSERTION_KEY_FILE)'
         )
     if verifier is identity.signed_assertion_verifier:
         identity.read_assertion_key(os.environ['SANDPORT_ASSERTION_KEY_FILE'].strip())

@@ -17,9 +17,9 @@ import pytest
 
 _STATE = Path(tempfile.mkdtemp(prefix='sandport-openhands-tests-'))
 atexit.register(shutil.rmtree, _STATE, True)
-_SECRET_FILE = _STATE / 'proxy-secret'
-_SECRET_FILE.write_text('test-proxy-secret-0123456789abcdef\n')
-PROXY_SECRET = 'test-proxy-secret-0123456789abcdef'
+_ASSERTION_KEY_FILE = _STATE / 'assertion-key'
+_ASSERTION_KEY_FILE.write_text('test-assertion-key-0123456789abcdef\n')
+ASSERTION_KEY = b'test-assertion-key-0123456789abcdef'
 
 os.environ.update(
     {
@@ -27,13 +27,30 @@ os.environ.update(
         'LITELLM_LOCAL_MODEL_COST_MAP': 'True',
         'OH_PERSISTENCE_DIR': str(_STATE / 'persistence'),
         'SANDPORT_USER_DATA': str(_STATE / 'user-data'),
-        'SANDPORT_PROXY_SECRET_FILE': str(_SECRET_FILE),
+        'SANDPORT_ASSERTION_KEY_FILE': str(_ASSERTION_KEY_FILE),
     }
 )
 for name in ('SANDPORT_TRUSTED_PROXIES', 'SANDPORT_IDENTITY_VERIFIER', 'OPENHANDS_CONFIG_CLS',
              'SANDPORT_SANDBOX_NETWORK', 'RUNTIME', 'OH_SANDBOX_KIND',
              'OH_APP_CONVERSATION_INFO_KIND'):
     os.environ.pop(name, None)
+
+
+def mint_assertion(user_id: str, key: bytes = ASSERTION_KEY, **claims: object) -> str:
+    """An identity assertion shaped as sandport signs it (identity.py's docstring)."""
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    body = {'iss': 'sandport', 'aud': 'app', 'sub': user_id, 'iat': now, 'exp': now + 60}
+    body.update(claims)
+    return jwt.encode(body, key, algorithm='HS256')
+
+
+def as_user(user_id: str) -> dict[str, str]:
+    """The identity headers sandport sends for ``user_id``."""
+    return {'X-Cognito-User-Id': user_id, 'X-Sandport-Identity': mint_assertion(user_id)}
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

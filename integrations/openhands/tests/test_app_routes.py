@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 import pytest
-from conftest import PROXY_SECRET
+from conftest import as_user
 
 
 @pytest.fixture(scope='module')
@@ -18,14 +18,10 @@ def client(patched_tree):
     return TestClient(app, raise_server_exceptions=False)
 
 
-def as_user(user_id: str) -> dict[str, str]:
-    return {'X-Cognito-User-Id': user_id, 'X-Sandport-Proxy-Secret': PROXY_SECRET}
-
-
 def test_requests_without_identity_get_401(client, user_data) -> None:
     for path in ('/api/v1/settings', '/api/v1/sandboxes/search', '/api/v1/secrets/search'):
         assert client.get(path).status_code == 401, path
-        # the header alone, without sandport's secret, is a forgery
+        # the header alone, without sandport's signed assertion, is a forgery
         assert client.get(path, headers={'X-Cognito-User-Id': 'alice'}).status_code == 401
         assert client.get(path, headers=as_user('../alice')).status_code == 401
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from conftest import PROXY_SECRET
+from conftest import as_user, mint_assertion
 from starlette.requests import Request
 
 from sandport_openhands.identity import (
@@ -40,13 +40,7 @@ def make_request(
     return Request(scope)
 
 
-BY_PEER = TrustedHeaderPolicy(
-    trusted_proxies=(ipaddress.ip_network('172.30.1.0/29'),), proxy_secret=None
-)
-BY_SECRET = TrustedHeaderPolicy(trusted_proxies=(), proxy_secret=PROXY_SECRET.encode())
-BOTH = TrustedHeaderPolicy(
-    trusted_proxies=BY_PEER.trusted_proxies, proxy_secret=BY_SECRET.proxy_secret
-)
+BY_PEER = TrustedHeaderPolicy(trusted_proxies=(ipaddress.ip_network('172.30.1.0/29'),))
 
 
 def test_valid_identity_from_sandport() -> None:
@@ -55,29 +49,20 @@ def test_valid_identity_from_sandport() -> None:
             [
                 ('X-Cognito-User-Id', '3f1c2a9e-0b7d-4c55-9a61-0e2d5b8f7a10'),
                 ('X-Cognito-Email', 'alice@example.com'),
-                ('X-Sandport-Proxy-Secret', PROXY_SECRET),
             ]
         ),
-        BOTH,
+        BY_PEER,
     )
     assert identity == VerifiedIdentity(
         user_id='3f1c2a9e-0b7d-4c55-9a61-0e2d5b8f7a10', email='alice@example.com'
     )
 
 
-@pytest.mark.parametrize('policy', [BY_PEER, BY_SECRET, BOTH])
-def test_missing_identity_is_refused(policy: TrustedHeaderPolicy) -> None:
+def test_missing_identity_is_refused() -> None:
     with pytest.raises(IdentityRejected, match='no user identity'):
-        check_trusted_header(
-            make_request([('X-Sandport-Proxy-Secret', PROXY_SECRET)]), policy
-        )
+        check_trusted_header(make_request([]), BY_PEER)
     with pytest.raises(IdentityRejected):
-        check_trusted_header(
-            make_request(
-                [('X-Cognito-User-Id', ''), ('X-Sandport-Proxy-Secret', PROXY_SECRET)]
-            ),
-            policy,
-        )
+        check_trusted_header(make_request([('X-Cognito-User-Id', '')]), BY_PEER)
 
 
 def test_header_from_another_peer_is_forged() -> None:
@@ -89,15 +74,14 @@ def test_header_from_another_peer_is_forged() -> None:
         check_trusted_header(make_request([('X-Cognito-User-Id', 'victim')], peer=None), BY_PEER)
 
 
-@pytest.mark.parametrize(
-    'secret_headers',
-    [[], [('X-Sandport-Proxy-Secret', 'guess')], [('X-Sandport-Proxy-Secret', PROXY_SECRET + 'x')],
-     [('X-Sandport-Proxy-Secret', PROXY_SECRET), ('X-Sandport-Proxy-Secret', PROXY_SECRET)]],
-)
-def test_header_without_the_proxy_secret_is_forged(secret_headers: list) -> None:
-    request = make_request([('X-Cognito-User-Id', 'victim'), *secret_headers])
-    with pytest.raises(IdentityRejected):
-        check_trusted_header(request, BY_SECRET)
+def test_a_proxy_secret_header_proves_nothing() -> None:
+    # sandport sends no shared secret; a header of that name from elsewhere is just a header
+    request = make_request(
+        [('X-Cognito-User-Id', 'victim'), ('X-Sandport-Proxy-Secret', 'x' * 32)],
+        peer='172.31.0.7',
+    )
+    with pytest.raises(IdentityRejected, match='trusted proxy'):
+        check_trusted_header(request, BY_PEER)
 
 
 @pytest.mark.parametrize(
@@ -107,42 +91,29 @@ def test_header_without_the_proxy_secret_is_forged(secret_headers: list) -> None
 def test_malformed_user_ids_are_refused_not_rewritten(user_id: str) -> None:
     with pytest.raises(InvalidUserId):
         validate_user_id(user_id)
-    scope_headers = [('X-Sandport-Proxy-Secret', PROXY_SECRET)]
-    request = make_request(scope_headers)
+    request = make_request([])
     # raw bytes, as a client could send them
     request.scope['headers'].append((b'x-cognito-user-id', user_id.encode('utf-8')))
     with pytest.raises(IdentityRejected):
-        check_trusted_header(request, BY_SECRET)
+        check_trusted_header(request, BY_PEER)
 
 
 def test_two_identity_headers_are_refused() -> None:
-    request = make_request(
-        [
-            ('X-Cognito-User-Id', 'alice'),
-            ('X-Cognito-User-Id', 'bob'),
-            ('X-Sandport-Proxy-Secret', PROXY_SECRET),
-        ]
-    )
+    request = make_request([('X-Cognito-User-Id', 'alice'), ('X-Cognito-User-Id', 'bob')])
     with pytest.raises(IdentityRejected, match='more than once'):
-        check_trusted_header(request, BY_SECRET)
+        check_trusted_header(request, BY_PEER)
 
 
 def test_without_a_trusted_proxy_nothing_is_believed() -> None:
-    unconfigured = TrustedHeaderPolicy(trusted_proxies=(), proxy_secret=None)
+    unconfigured = TrustedHeaderPolicy(trusted_proxies=())
     with pytest.raises(IdentityRejected, match='no trusted proxy'):
         check_trusted_header(make_request([('X-Cognito-User-Id', 'alice')]), unconfigured)
 
 
 def test_malformed_email_is_dropped_not_trusted() -> None:
     identity = check_trusted_header(
-        make_request(
-            [
-                ('X-Cognito-User-Id', 'alice'),
-                ('X-Cognito-Email', 'not an email <x>'),
-                ('X-Sandport-Proxy-Secret', PROXY_SECRET),
-            ]
-        ),
-        BY_SECRET,
+        make_request([('X-Cognito-User-Id', 'alice'), ('X-Cognito-Email', 'not an email <x>')]),
+        BY_PEER,
     )
     assert identity == VerifiedIdentity('alice', None)
 
@@ -154,8 +125,9 @@ async def test_auth_class_answers_401_without_identity(patched_tree) -> None:
 
     for request in (
         make_request([]),
-        make_request([('X-Cognito-User-Id', 'alice')]),  # no proxy secret: forged
-        make_request([('X-Cognito-User-Id', '../alice'), ('X-Sandport-Proxy-Secret', PROXY_SECRET)]),
+        make_request([('X-Cognito-User-Id', 'alice')]),  # no signed assertion: forged
+        make_request(list(as_user('../alice').items())),
+        make_request([('X-Sandport-Identity', mint_assertion('alice', key=b'k' * 32))]),
     ):
         with pytest.raises(AuthError) as caught:
             await SandportUserAuth.get_instance(request)
@@ -165,9 +137,7 @@ async def test_auth_class_answers_401_without_identity(patched_tree) -> None:
 async def test_auth_class_accepts_sandport_identity(patched_tree) -> None:
     from sandport_openhands.auth import SandportUserAuth
 
-    auth = await SandportUserAuth.get_instance(
-        make_request([('X-Cognito-User-Id', 'alice'), ('X-Sandport-Proxy-Secret', PROXY_SECRET)])
-    )
+    auth = await SandportUserAuth.get_instance(make_request(list(as_user('alice').items())))
     assert await auth.get_user_id() == 'alice'
     assert await auth.get_user_email() is None
 

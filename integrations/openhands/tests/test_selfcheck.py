@@ -40,7 +40,7 @@ def test_selfcheck_refuses_overridden_or_unconfigured_wiring(patched_tree, tmp_p
         OH_SANDBOX_KIND='DockerSandboxServiceInjector',
         OH_APP_CONVERSATION_INFO_KIND='SQLAppConversationInfoServiceInjector',
         # no way to tell sandport's requests from anybody else's
-        SANDPORT_PROXY_SECRET_FILE=None,
+        SANDPORT_ASSERTION_KEY_FILE=None,
         SANDPORT_TRUSTED_PROXIES=None,
     )
     assert result.returncode == 1
