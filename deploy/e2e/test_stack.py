@@ -443,6 +443,12 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
                          {'command': 'echo kept > /workspace/project/kept.txt'},
                          {'X-Session-API-Key': conversation['session_api_key']})
     assert status == 200, text
+    # A secret the agent server keeps in the workspace, encrypted with OH_SECRET_KEY.
+    secret_value = f'kept-{uuid.uuid4().hex}'
+    status, text = fetch(session, 'PUT', f'{agent}/api/settings/secrets',
+                         {'name': 'E2E_TOKEN', 'value': secret_value},
+                         {'X-Session-API-Key': conversation['session_api_key']})
+    assert status == 200, text
 
     def env_of(container: dict[str, Any]) -> dict[str, str]:
         return dict(e.split('=', 1) for e in container['Config']['Env'] if '=' in e)
@@ -456,6 +462,8 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
     eventually('the file is written', lambda: stack.run(
         'docker', 'exec', old['Id'], 'cat', '/workspace/project/kept.txt', check=False).stdout == 'kept\n',
         timeout=30)
+    plain = stack.run('docker', 'exec', old['Id'], 'grep', '-rl', secret_value, '/workspace', check=False)
+    assert plain.stdout == '', f'the secret is stored in plain text: {plain.stdout}'
     key = env_of(old).get('OH_SECRET_KEY')
     assert key and key != env_of(old).get('OH_SESSION_API_KEYS_0')
     stack.run('docker', 'rm', '-f', old['Id'])
@@ -478,3 +486,11 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
         session.go(f'{stack.origin}/runtime/{cid}/8000/health')
         return '"ok"' in session.page_text()
     eventually('alice\'s runtime URL works again', served, timeout=120, every=1)
+    # The new agent server reads the secret the lost one stored: same key, same volume.
+    status, text = fetch(session, 'GET',
+                         f'{stack.origin}/api/v1/app-conversations?ids={conversation["id"]}')
+    assert status == 200, text
+    (resumed,) = json.loads(text)
+    status, text = fetch(session, 'GET', f'{agent}/api/settings/secrets/E2E_TOKEN',
+                         headers={'X-Session-API-Key': resumed['session_api_key']})
+    assert (status, text) == (200, secret_value)

@@ -13,6 +13,9 @@ upstream module imports this one at load time.
 * ``sandbox_volumes``: every writable host directory mounted into sandboxes
   becomes ``{host_dir}/{sandbox_id}`` (a named volume ``{name}-{sandbox_id}``),
   so that no two sandboxes share a workspace. Read-only mounts stay shared.
+* ``started_for_task`` / ``discard_failed_start``: a sandbox a conversation start
+  created and could not bring up is removed (its container; the workspace stays),
+  instead of running on with nobody using it.
 * ``sandbox_network``: with ``SANDPORT_SANDBOX_NETWORK`` set, sandboxes join
   that Docker network and publish no ports on the host; the app and sandport
   reach them by container name / address on that network.
@@ -26,6 +29,7 @@ import logging
 import os
 import re
 import uuid
+from collections import OrderedDict
 from typing import Any, Iterable
 
 from openhands.app_server.errors import SandboxError
@@ -163,3 +167,29 @@ def sandbox_env(sandbox_id: str) -> dict[str, str]:
 
 def sandbox_network() -> str | None:
     return os.environ.get('SANDPORT_SANDBOX_NETWORK', '').strip() or None
+
+
+# Start task id -> the sandbox that task created. Bounded: a start ends within minutes, and
+# only a failed one reads its entry, so the oldest entries are the ones that ended well.
+_STARTED_BY_TASK: OrderedDict[uuid.UUID, str] = OrderedDict()
+_STARTED_BY_TASK_MAX = 4096
+
+
+def started_for_task(task_id: uuid.UUID, sandbox_id: str) -> None:
+    """Notes that the start task ``task_id`` created ``sandbox_id`` (not found it running)."""
+    _STARTED_BY_TASK[task_id] = sandbox_id
+    while len(_STARTED_BY_TASK) > _STARTED_BY_TASK_MAX:
+        _STARTED_BY_TASK.popitem(last=False)
+
+
+async def discard_failed_start(sandbox_service: Any, task_id: uuid.UUID) -> None:
+    """The start task failed: remove the sandbox it created, if any. Never raises: the task's
+    own error is the one to report."""
+    sandbox_id = _STARTED_BY_TASK.pop(task_id, None)
+    discard = getattr(sandbox_service, 'discard_failed_start', None)
+    if sandbox_id is None or discard is None:
+        return
+    try:
+        await discard(sandbox_id)
+    except Exception:
+        _logger.exception('could not remove sandbox %s after its failed start', sandbox_id)

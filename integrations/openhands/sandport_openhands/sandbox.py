@@ -176,6 +176,14 @@ class SandportDockerSandboxService(DockerSandboxService):
             self._delete_workspace_volumes(sandbox_id[len(self.container_name_prefix) :])
         return deleted
 
+    async def discard_failed_start(self, sandbox_id: str) -> None:
+        """A sandbox a conversation start created and could not bring up: remove the
+        container, keep the workspace (a conversation started again keeps its files)."""
+        if not self._controls(sandbox_id):
+            return
+        _logger.warning('removing sandbox %s: its conversation did not start', sandbox_id)
+        await super().delete_sandbox(sandbox_id)
+
     def _delete_workspace_volumes(self, short_id: str) -> None:
         """Remove the per-sandbox named volumes (host directories are kept)."""
         if not is_sandbox_id(short_id):

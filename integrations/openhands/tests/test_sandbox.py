@@ -301,6 +301,106 @@ async def test_conversation_id_and_sandbox_id_agree(patched_tree) -> None:
     assert task.sandbox_id == f'oh-agent-server-{task.request.conversation_id.hex}'
 
 
+def start_driver(docker: RecordingDockerClient, running: Any = None) -> types.SimpleNamespace:
+    """Enough of LiveStatusAppConversationService for upstream's real start generator, with a
+    sandbox that never becomes ready."""
+    from openhands.app_server.app_conversation.live_status_app_conversation_service import (
+        LiveStatusAppConversationService,
+    )
+    from openhands.app_server.errors import SandboxError
+
+    service = make_service(docker, 'alice')
+
+    async def never_ready(*args: Any, **kwargs: Any) -> None:
+        raise SandboxError('sandbox did not become ready')
+
+    service.wait_for_sandbox_running = never_ready  # type: ignore[method-assign]
+
+    async def find_running() -> Any:
+        return running
+
+    async def user_id() -> str:
+        return 'alice'
+
+    async def no_email() -> None:
+        return None
+
+    fake = types.SimpleNamespace(
+        user_context=types.SimpleNamespace(get_user_id=user_id, get_user_email=no_email),
+        sandbox_service=service,
+        sandbox_startup_timeout=1,
+        sandbox_startup_poll_frequency=1,
+        httpx_client=None,
+        _apply_suggested_task=lambda request: None,
+        _find_running_sandbox_for_user=find_running,
+    )
+    fake._wait_for_sandbox_start = functools.partial(
+        LiveStatusAppConversationService._wait_for_sandbox_start, fake
+    )
+    return fake
+
+
+def container_volumes(docker: RecordingDockerClient) -> list[str]:
+    (run,) = docker.runs
+    return list(run['volumes'])
+
+
+async def run_start(fake: types.SimpleNamespace) -> Any:
+    from openhands.app_server.app_conversation.app_conversation_models import (
+        AppConversationStartRequest,
+    )
+    from openhands.app_server.app_conversation.live_status_app_conversation_service import (
+        LiveStatusAppConversationService,
+    )
+
+    steps = LiveStatusAppConversationService._start_app_conversation(
+        fake, AppConversationStartRequest()
+    )
+    task = None
+    async for task in steps:
+        pass
+    return task
+
+
+async def test_a_sandbox_whose_conversation_failed_to_start_is_removed(
+    patched_tree, user_data
+) -> None:
+    from openhands.app_server.app_conversation.app_conversation_models import (
+        AppConversationStartTaskStatus,
+    )
+
+    docker = RecordingDockerClient()
+    task = await run_start(start_driver(docker))
+    assert task.status == AppConversationStartTaskStatus.ERROR
+    (container,) = docker.by_name.values()
+    assert container.name == task.sandbox_id
+    assert 'remove' in container.calls, container.calls
+    # the container goes, the conversation's workspace stays (upstream also tries its own
+    # `openhands-workspace-{id}` volume, which sandport's per-conversation mounts never use)
+    short_id = task.sandbox_id.removeprefix('oh-agent-server-')
+    assert f'cache-{short_id}' in container_volumes(docker)
+    assert [v for v in docker.removed_volumes if short_id in v] == [
+        f'openhands-workspace-{task.sandbox_id}'
+    ]
+
+
+async def test_a_failed_start_leaves_a_sandbox_it_found_running_alone(
+    patched_tree, user_data
+) -> None:
+    from openhands.app_server.app_conversation.app_conversation_models import (
+        AppConversationStartTaskStatus,
+    )
+
+    docker = RecordingDockerClient()
+    owner = make_service(docker, 'alice')
+    running = await owner.start_sandbox(sandbox_id=uuid4().hex)
+    docker.by_name[running.id].status = 'running'
+    task = await run_start(start_driver(docker, running=running))
+    assert task.status == AppConversationStartTaskStatus.ERROR
+    assert task.sandbox_id == running.id
+    assert 'remove' not in docker.by_name[running.id].calls
+
+
 async def test_injector_is_the_default_and_scopes_to_the_user(patched_tree, monkeypatch) -> None:
     from openhands.app_server.config import get_global_config
     from openhands.app_server.services.injector import InjectorState
