@@ -53,7 +53,11 @@ impl Admin {
             }
             "/metrics" => text(
                 StatusCode::OK,
-                self.metrics.render(),
+                {
+                    metrics::counter!(crate::metrics::LOG_LINES_DROPPED)
+                        .absolute(crate::telemetry::dropped_lines());
+                    self.metrics.render()
+                },
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
             _ => text(

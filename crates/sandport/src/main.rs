@@ -85,10 +85,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(config: FileConfig) -> ExitCode {
-    telemetry::init(&config.log);
+    let log = telemetry::init(&config.log);
     let result = runtime()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(app::run(config, shutdown_signal())));
+    // the last lines (the drain's) are written before the process ends
+    drop(log);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

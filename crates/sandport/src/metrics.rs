@@ -33,6 +33,8 @@ pub const JWKS_FETCH_FAILURES: &str = "sandport_jwks_fetch_failures_total";
 pub const CONTESTED_CONVERSATIONS: &str = "sandport_discovery_contested_conversations";
 /// WebSocket tunnels currently open.
 pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
+/// Log lines dropped because the log writer's queue was full.
+pub const LOG_LINES_DROPPED: &str = "sandport_log_lines_dropped_total";
 /// Client connections currently open, by `worker` (its index).
 pub const CONNECTIONS_OPEN: &str = "sandport_connections_open";
 

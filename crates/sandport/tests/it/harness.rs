@@ -30,6 +30,9 @@ pub struct Gateway {
     /// fills up and blocks the gateway's logging.
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// While set, nobody reads the gateway's stderr: its pipe fills up, as with a stuck log
+    /// collector.
+    stderr_paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
@@ -61,9 +64,15 @@ impl Gateway {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = std::sync::Arc::clone(&stderr);
+        let stderr_paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let paused = std::sync::Arc::clone(&stderr_paused);
         let stderr_reader = std::thread::spawn(move || {
             let mut chunk = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut chunk) {
+            loop {
+                while paused.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let Ok(n) = pipe.read(&mut chunk) else { break };
                 if n == 0 {
                     break;
                 }
@@ -76,6 +85,7 @@ impl Gateway {
             child,
             stderr,
             stderr_reader: Some(stderr_reader),
+            stderr_paused,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: SocketAddr::from(([0, 0, 0, 0], 0)),
             _dir: dir,
@@ -165,6 +175,12 @@ impl Gateway {
     }
 
     /// Whether the gateway has written `needle` to stderr so far.
+    /// Stops or resumes reading the gateway's stderr (the pipe fills up while stopped).
+    pub fn pause_stderr(&self, paused: bool) {
+        self.stderr_paused
+            .store(paused, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn stderr_contains(&self, needle: &str) -> bool {
         self.stderr.lock().unwrap().contains(needle)
     }

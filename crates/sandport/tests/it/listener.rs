@@ -187,6 +187,49 @@ async fn json_access_log_has_one_line_per_request() {
     assert!(!stderr.contains(TOKEN), "the token reached the log");
 }
 
+/// A log reader that stops reading (a full pipe, a stuck collector) must not stop requests:
+/// the access log is written from a bounded queue that drops, and counts, what it cannot hold.
+#[tokio::test]
+async fn a_stuck_log_reader_never_blocks_requests_and_drops_are_counted() {
+    const REQUESTS: usize = 20_000;
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let mut gw = Gateway::start(&static_config(upstream, ""));
+    gw.wait_ready().await;
+    gw.pause_stderr(true);
+    let host = format!("sandport.test:{}", gw.addr.port());
+    // a conversation nobody has: sandport answers 404 itself, and logs one line each
+    let target = format!("/runtime/{}/5000/x", "0".repeat(32));
+    let mut sender = crate::harness::connect::<Empty<Bytes>>(gw.addr).await;
+    for i in 0..REQUESTS {
+        let request = crate::harness::get(&host, &target)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Empty::new())
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), async {
+            sender.ready().await.unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status();
+            response.into_body().collect().await.unwrap();
+            status
+        })
+        .await
+        .unwrap_or_else(|_| panic!("request {i} waited over 5 s for the log"));
+        assert_eq!(response, StatusCode::NOT_FOUND);
+    }
+    let dropped = gw.metric("sandport_log_lines_dropped_total", "").await;
+    assert!(dropped > 0.0, "nothing dropped: was the pipe ever full?");
+    gw.pause_stderr(false);
+    gw.signal("TERM");
+    let (_, _, stderr) = gw.wait_exit(Duration::from_secs(20));
+    let written = stderr.matches("sandport::access").count();
+    println!("stuck log reader: {written} access lines written, {dropped} lines dropped");
+    assert!(written < REQUESTS, "{written}");
+    assert!(
+        written as f64 + dropped >= REQUESTS as f64,
+        "{written} + {dropped}"
+    );
+}
+
 #[tokio::test]
 async fn new_connections_go_to_the_least_loaded_worker() {
     let upstream = sandbox_server::spawn_local().await.unwrap();
