@@ -93,6 +93,11 @@ pub fn prepare_upstream(
 /// Rewrites upstream response headers into client response headers.
 pub fn prepare_downstream(headers: &mut HeaderMap, switching_protocols: bool) {
     let upgrade = headers.get(header::UPGRADE).cloned();
+    // The body was framed by its transfer coding, which overrides a length (RFC 9112 §6.3):
+    // passing the length on would truncate the body the client gets (catalogue 20).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     remove_hop_by_hop(headers);
     if switching_protocols {
         if let Some(upgrade) = upgrade {

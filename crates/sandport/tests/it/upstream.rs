@@ -184,3 +184,61 @@ async fn connections_the_upstream_closed_are_not_reused() {
     }
     assert_eq!(gw.metric(CONNECTIONS, "").await, 5.0);
 }
+
+/// Catalogue 20: an upstream response with both `Content-Length` and `Transfer-Encoding:
+/// chunked` is framed by its chunks (RFC 9112 §6.3); passing the length on would hand the
+/// client a truncated body and leave the rest on the connection as the next "response".
+#[tokio::test]
+async fn catalogue_20_a_response_with_length_and_chunks_is_reframed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let response = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\
+                                transfer-encoding: chunked\r\n\r\n\
+                                12\r\nhello, whole body!\r\n0\r\n\r\n";
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    let gw = gateway_to(upstream).await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET /runtime/{OWNED}/{}/ HTTP/1.1\r\nhost: sandport.test:{}\r\n\
+         authorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n",
+        upstream.port(),
+        gw.addr.port()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut raw))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        !head.contains("content-length: 5"),
+        "the stale length was passed on: {text}"
+    );
+    assert!(body.contains("hello, whole body!"), "truncated: {text}");
+    let framed_by_length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map(|length| length.trim().parse::<usize>().unwrap());
+    if let Some(length) = framed_by_length {
+        assert_eq!(length, body.len(), "{text}");
+    } else {
+        assert!(head.contains("transfer-encoding: chunked"), "{text}");
+    }
+}
