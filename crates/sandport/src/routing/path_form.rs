@@ -11,8 +11,26 @@ pub fn parse_runtime_path(path_and_query: &str) -> Option<Result<RuntimeTarget, 
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
     };
-    let rest = path.strip_prefix(PREFIX)?;
-    Some(parse_after_prefix(rest, query))
+    match path.strip_prefix(PREFIX) {
+        Some(rest) => Some(parse_after_prefix(rest, query)),
+        None if looks_like_runtime_path(path) => Some(Err(RouteError::MalformedRuntimePath)),
+        None => None,
+    }
+}
+
+/// `//runtime/…`, `/RUNTIME/…`, `/runtime;x/…`: meant for a sandbox, or a probe for a router
+/// that folds case or empty segments. Never the app's, whose answer (its page, 200) would
+/// hide the mistake (catalogue 41, 43). Plain `/runtime` is an ordinary app path.
+fn looks_like_runtime_path(path: &str) -> bool {
+    if path == "/runtime" {
+        return false;
+    }
+    let first = path
+        .trim_start_matches('/')
+        .split(['/', ';'])
+        .next()
+        .unwrap_or("");
+    first.eq_ignore_ascii_case("runtime")
 }
 
 fn parse_after_prefix(rest: &str, query: Option<&str>) -> Result<RuntimeTarget, RouteError> {

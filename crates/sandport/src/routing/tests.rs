@@ -185,3 +185,31 @@ fn non_ascii_runtime_domains_match_nothing_and_never_panic() {
         assert_eq!(parse_runtime_host(domain, &host), None, "{domain:?}");
     }
 }
+
+#[test]
+fn runtime_path_look_alikes_are_malformed_not_the_apps() {
+    for path in [
+        format!("//runtime/{CID}/5000/"),
+        format!("/RUNTIME/{CID}/5000/"),
+        format!("/Runtime/{CID}/5000/"),
+        format!("/runtime;x=y/{CID}/5000/"),
+        "///runtime".to_owned(),
+        "/RUNTIME".to_owned(),
+    ] {
+        assert_eq!(
+            parse_runtime_path(&path),
+            Some(Err(RouteError::MalformedRuntimePath)),
+            "{path}"
+        );
+    }
+    for app_path in [
+        "/",
+        "/runtime",
+        "//api/x",
+        "/runtimes/x",
+        "/api/runtime/x",
+        "/run",
+    ] {
+        assert_eq!(parse_runtime_path(app_path), None, "{app_path}");
+    }
+}

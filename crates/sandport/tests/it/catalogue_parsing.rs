@@ -98,3 +98,96 @@ async fn multi_byte_runtime_auth_hosts_get_400_and_the_connection_keeps_serving(
     .unwrap();
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+/// The status line of one raw HTTP/1.1 request (any request-target, any Host), as alice.
+async fn raw_status(gateway: SocketAddr, host: &str, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\n\
+         connection: close\r\n\r\n",
+        crate::harness::TOKEN
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the gateway answers and closes")
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Catalogue 41-44: empty segments, matrix parameters, case and non-canonical ports in the
+/// path form never reach a sandbox or the app (whose 200 would be the SPA); an upper-case
+/// runtime host is lower-cased before matching and routes to its owner's sandbox.
+#[tokio::test]
+async fn catalogue_41_to_44_odd_runtime_paths_never_reach_an_upstream() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start(&crate::harness::static_config(upstream, ""));
+    gw.wait_ready().await;
+    let a = crate::harness::STATIC_CONVERSATION;
+    let port = upstream.port();
+    let host = format!("sandport.test:{}", gw.addr.port());
+    // the well-formed request works, so the refusals below are about the form
+    let (status, text) = raw_status(gw.addr, &host, &format!("/runtime/{a}/{port}/")).await;
+    assert_eq!(status, 200, "{text}");
+    let upper = a.to_ascii_uppercase();
+    let odd = [
+        // 41: empty segments
+        format!("//runtime/{a}/{port}/"),
+        format!("/runtime//{a}/{port}/"),
+        format!("/runtime/{a}//{port}/"),
+        // 42: matrix parameters and suffixes
+        format!("/runtime/{a};x=y/{port}/"),
+        format!("/runtime/{a}/{port};jsessionid=1/"),
+        format!("/runtime/{a}/..;/{a}/{port}/"),
+        // 43: paths are case-sensitive
+        format!("/RUNTIME/{a}/{port}/"),
+        format!("/Runtime/{a}/{port}/"),
+        format!("/runtime/{upper}/{port}/"),
+        // 44: only canonical decimal ports 1-65535
+        format!("/runtime/{a}/0{port}/"),
+        format!("/runtime/{a}/0/"),
+        format!("/runtime/{a}/65536/"),
+        format!("/runtime/{a}/99999999999999999999/"),
+        format!("/runtime/{a}/-1/"),
+        format!("/runtime/{a}/+{port}/"),
+        format!("/runtime/{a}/{port}.0/"),
+        format!("/runtime/{a}/0x50/"),
+        format!(
+            "/runtime/{a}/%3{}{}/",
+            &port.to_string()[..1],
+            &port.to_string()[1..]
+        ),
+        format!("/runtime/{a}/%EF%BC%95%EF%BC%90%EF%BC%90%EF%BC%90/"),
+    ];
+    let mut reached = Vec::new();
+    for target in &odd {
+        let (status, text) = raw_status(gw.addr, &host, target).await;
+        // 400 or 404 from sandport itself; 200 would be the sandbox server or the app
+        if !(status == 400 || status == 404) || text.contains("\"path\"") {
+            reached.push(format!(
+                "{target} -> {status}: {}",
+                text.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    assert!(
+        reached.is_empty(),
+        "reached an upstream or was not refused:\n{}",
+        reached.join("\n")
+    );
+    // 43: an upper-case runtime host is the same host
+    let runtime_host = format!("{port}-{}.RUNTIME.SANDPORT.TEST:{}", a, gw.addr.port());
+    let (status, text) = raw_status(gw.addr, &runtime_host, "/").await;
+    assert_eq!(status, 200, "{text}");
+}
