@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let forwarding = Forwarding {
         peer: &peer,
         keep_forwarded_chain: flag(b'k'),
-        external_scheme: "https",
+        external_scheme: sandport::routing::Scheme::Https,
         public_authority: &authority,
         websocket: flag(b'w'),
         app_principal: flag(b'p').then_some(&principal),

@@ -62,7 +62,7 @@ fn check(domain: &str, host: &str) {
         Some((conversation.clone(), port)),
         "domain case"
     );
-    let origin = routing::build_runtime_origin("http", domain, Some(8080), &conversation, port);
+    let origin = routing::build_runtime_origin(routing::Scheme::Http, domain, Some(8080), &conversation, port);
     let authority = origin.strip_prefix("http://").expect("scheme");
     let name = authority.strip_suffix(":8080").expect("port");
     assert_eq!(

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                     let expected = if target.is_empty() { "/" } else { target };
                     assert_eq!(runtime.upstream_target, expected);
                     let origin = routing::build_runtime_origin(
-                        "https",
+                        routing::Scheme::Https,
                         DOMAIN,
                         None,
                         &runtime.conversation,

@@ -163,7 +163,7 @@ fn bench_headers(c: &mut Criterion) {
     let forwarding = Forwarding {
         peer: &peer,
         keep_forwarded_chain: false,
-        external_scheme: "https",
+        external_scheme: sandport::routing::Scheme::Https,
         public_authority: &public_authority,
         websocket: false,
         app_principal: None,

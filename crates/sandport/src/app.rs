@@ -209,7 +209,7 @@ fn gateway_factory(
     let system_ports = config.discovery.system_ports.clone();
     let connect_timeout = Duration::from_millis(config.proxy.connect_timeout_ms);
     let app_authority = config.app_upstream()?;
-    let external_scheme = config.external_scheme().to_owned();
+    let external_scheme = config.external_scheme();
     let body_limit = config.proxy.body_limit_bytes;
     let idle_timeout = Duration::from_secs(config.proxy.idle_timeout_secs);
     let rewrite = rewrite_config(config);
@@ -221,7 +221,7 @@ fn gateway_factory(
         address_policy: address_policy.clone(),
         client: forward::Client::new(connect_timeout),
         app_authority: app_authority.clone(),
-        external_scheme: external_scheme.clone(),
+        external_scheme,
         body_limit,
         idle_timeout,
         tunnels: tunnels.clone(),
@@ -262,7 +262,7 @@ pub fn rewrite_config(config: &FileConfig) -> crate::rewrite::Config {
     crate::rewrite::Config {
         base_domain: config.routing.base_domain.clone(),
         runtime_domain: config.routing.effective_runtime_domain(),
-        scheme: config.external_scheme().to_owned(),
+        scheme: config.external_scheme(),
         inject_script: config.rewrite.inject_script,
         frame_ancestors: config.rewrite.frame_ancestors.clone(),
         rewrite_sandbox_html: config.rewrite.rewrite_sandbox_html,
@@ -361,12 +361,8 @@ fn oidc_mode(config: &FileConfig) -> anyhow::Result<oidc::Oidc> {
         Some(path) => Secret::new(read_secret("identity.session_key_file", path)?),
         None => Secret::generate(),
     };
-    let secure = config.external_scheme() == "https";
-    let same_site = match identity.cookie_same_site.as_str() {
-        "strict" => "Strict",
-        "none" => "None",
-        _ => "Lax",
-    };
+    let secure = config.external_scheme().is_https();
+    let same_site = identity.cookie_same_site.attribute();
     Ok(oidc::Oidc {
         jwks: Arc::new(jwks::Jwks::new(Arc::clone(&provider))),
         provider,

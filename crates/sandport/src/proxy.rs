@@ -41,7 +41,7 @@ pub struct Gateway {
     pub address_policy: discovery::AddressPolicy,
     pub client: forward::Client,
     pub app_authority: http::uri::Authority,
-    pub external_scheme: String,
+    pub external_scheme: routing::Scheme,
     pub body_limit: u64,
     pub idle_timeout: Duration,
     /// Open WebSocket tunnels, for the drain.
@@ -566,7 +566,7 @@ impl Gateway {
         let forwarding = Forwarding {
             peer,
             keep_forwarded_chain: self.authenticator.is_trusted_peer(peer.ip),
-            external_scheme: &self.external_scheme,
+            external_scheme: self.external_scheme,
             public_authority: &host.header,
             websocket,
             app_principal,
@@ -621,7 +621,7 @@ impl Gateway {
         let Authenticator::Token(auth) = &*self.authenticator else {
             return Response::new(body::empty());
         };
-        let secure = if self.external_scheme == "https" {
+        let secure = if self.external_scheme.is_https() {
             "; Secure"
         } else {
             ""

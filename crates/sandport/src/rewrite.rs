@@ -23,7 +23,7 @@ use http::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::body::{full, Body};
-use crate::routing::{ConversationId, Form};
+use crate::routing::{self, ConversationId, Form};
 use local_url::RuntimeUrls;
 
 /// The browser script, served by sandport at [`script_path`].
@@ -47,7 +47,7 @@ pub fn script_path() -> &'static str {
 pub struct Config {
     pub base_domain: String,
     pub runtime_domain: String,
-    pub scheme: String,
+    pub scheme: routing::Scheme,
     /// Inject the browser script into the app's HTML pages.
     pub inject_script: bool,
     /// Origins allowed to frame sandbox pages besides `'self'` and the app origin.
@@ -64,8 +64,8 @@ impl Config {
     /// The app's origin as browsers see it.
     pub fn app_origin(&self, public_port: Option<u16>) -> String {
         // Built with pushes rather than `format!`: this runs on every request.
-        let mut origin = String::with_capacity(self.scheme.len() + self.base_domain.len() + 9);
-        origin.push_str(&self.scheme);
+        let mut origin = String::with_capacity(self.base_domain.len() + 14);
+        origin.push_str(self.scheme.as_str());
         origin.push_str("://");
         origin.push_str(&self.base_domain);
         if let Some(port) = public_port {
@@ -137,7 +137,7 @@ pub fn shape_sandbox(
     (public_port, app_origin): (Option<u16>, &str),
 ) -> Response<Body> {
     let urls = || RuntimeUrls {
-        scheme: config.scheme.clone(),
+        scheme: config.scheme,
         runtime_domain: config.runtime_domain.clone(),
         public_port,
         conversation: conversation.clone(),
@@ -148,7 +148,7 @@ pub fn shape_sandbox(
         &headers::SandboxShape {
             urls: &urls,
             frame_ancestors: config.frame_ancestors_policy(app_origin),
-            secure: config.scheme == "https",
+            secure: config.scheme.is_https(),
         },
     );
     let rewrite = config.rewrite_sandbox_html

@@ -13,6 +13,33 @@ mod path_form;
 use std::fmt;
 
 pub use host_form::parse_runtime_host;
+
+/// The scheme browsers use to reach sandport (`server.external_scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub fn is_https(self) -> bool {
+        self == Scheme::Https
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 pub use path_form::parse_runtime_path;
 
 /// Routing settings derived from the configuration.
@@ -127,7 +154,7 @@ pub fn parse(config: &Config, host: &str, path_and_query: &str) -> Result<Target
 
 /// Builds the public URL of a sandbox port in host form: the inverse of [`parse_runtime_host`].
 pub fn build_runtime_origin(
-    scheme: &str,
+    scheme: Scheme,
     runtime_domain: &str,
     public_port: Option<u16>,
     conversation: &ConversationId,

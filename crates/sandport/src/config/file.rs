@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_socket_addr, ConfigError};
+use crate::routing::Scheme;
 
 /// The whole file. Every section and key is optional; missing ones take their defaults.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -31,7 +32,7 @@ pub struct ServerSection {
     pub tls_key: Option<PathBuf>,
     /// The scheme browsers use to reach sandport (`http` or `https`); defaults to `https`
     /// when TLS is configured here, `http` otherwise. Set it to `https` behind a TLS edge.
-    pub external_scheme: Option<String>,
+    pub external_scheme: Option<Scheme>,
     pub header_read_timeout_secs: u64,
     pub max_connections: usize,
     pub shutdown_grace_secs: u64,
@@ -150,7 +151,7 @@ pub struct IdentitySection {
     /// OIDC mode: compatibility — scope the platform cookies to this parent domain.
     pub cookie_domain: Option<String>,
     /// OIDC mode: `lax`, `strict` or `none` (https only).
-    pub cookie_same_site: String,
+    pub cookie_same_site: SameSite,
     /// OIDC mode: key signing login state and runtime sessions; random per process if unset.
     pub session_key_file: Option<PathBuf>,
     pub runtime_session_secs: u64,
@@ -180,11 +181,32 @@ impl Default for IdentitySection {
             token_use: "id".into(),
             clock_skew_secs: 60,
             cookie_domain: None,
-            cookie_same_site: "lax".into(),
+            cookie_same_site: SameSite::Lax,
             session_key_file: None,
             runtime_session_secs: 12 * 3600,
             provider_timeout_secs: 5,
             assertion_key_file: None,
+        }
+    }
+}
+
+/// The `SameSite` attribute of the app's login cookies (`identity.cookie_same_site`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    Lax,
+    Strict,
+    /// Needs https: browsers drop `SameSite=None` cookies without `Secure`.
+    None,
+}
+
+impl SameSite {
+    /// The attribute's value as a `Set-Cookie` header spells it.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
         }
     }
 }
@@ -324,11 +346,6 @@ impl FileConfig {
                 "tls_cert and tls_key must be set together",
             ));
         }
-        if let Some(scheme) = &self.server.external_scheme {
-            if scheme != "http" && scheme != "https" {
-                return Err(invalid("server.external_scheme", "must be http or https"));
-            }
-        }
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
@@ -426,16 +443,11 @@ impl FileConfig {
         if let Some(domain) = &identity.cookie_domain {
             validate_domain("identity.cookie_domain", domain.trim_start_matches('.'))?;
         }
-        match identity.cookie_same_site.as_str() {
-            "lax" | "strict" => {}
-            "none" if self.external_scheme() == "https" => {}
-            "none" => {
-                return Err(invalid(
-                    "identity.cookie_same_site",
-                    "none needs https (server.external_scheme)",
-                ))
-            }
-            _ => return Err(invalid("identity.cookie_same_site", "lax, strict or none")),
+        if identity.cookie_same_site == SameSite::None && !self.external_scheme().is_https() {
+            return Err(invalid(
+                "identity.cookie_same_site",
+                "none needs https (server.external_scheme)",
+            ));
         }
         if identity.clock_skew_secs > 300 {
             return Err(invalid("identity.clock_skew_secs", "at most 300"));
@@ -537,11 +549,11 @@ impl FileConfig {
         }
     }
 
-    pub fn external_scheme(&self) -> &str {
-        match &self.server.external_scheme {
+    pub fn external_scheme(&self) -> Scheme {
+        match self.server.external_scheme {
             Some(scheme) => scheme,
-            None if self.server.tls_cert.is_some() => "https",
-            None => "http",
+            None if self.server.tls_cert.is_some() => Scheme::Https,
+            None => Scheme::Http,
         }
     }
 }

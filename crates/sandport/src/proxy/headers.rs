@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::identity::{self, Authenticator, Principal};
+use crate::routing::Scheme;
 
 /// Headers that are hop-by-hop whether or not `Connection` names them (parsed once).
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -55,7 +56,7 @@ pub struct Forwarding<'a> {
     pub peer: &'a Peer,
     /// Keep the client's `X-Forwarded-For` chain (only when the peer is a trusted proxy).
     pub keep_forwarded_chain: bool,
-    pub external_scheme: &'a str,
+    pub external_scheme: Scheme,
     /// The public authority as the client sent it (`Host` or the `:authority`).
     pub public_authority: &'a HeaderValue,
     pub websocket: bool,
@@ -211,10 +212,8 @@ fn set_forwarded(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
         .flatten();
     headers.remove(FORWARDED);
     headers.insert(X_FORWARDED_FOR, chain);
-    let proto = kept_proto.unwrap_or_else(|| match forwarding.external_scheme {
-        "https" => HeaderValue::from_static("https"),
-        _ => HeaderValue::from_static("http"),
-    });
+    let proto =
+        kept_proto.unwrap_or_else(|| HeaderValue::from_static(forwarding.external_scheme.as_str()));
     headers.insert(X_FORWARDED_PROTO, proto);
     headers.insert(X_FORWARDED_HOST, forwarding.public_authority.clone());
     headers.insert(header::HOST, forwarding.public_authority.clone());

@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn sandbox_headers() {
         let urls = RuntimeUrls {
-            scheme: "https".into(),
+            scheme: crate::routing::Scheme::Https,
             runtime_domain: "runtime.example.com".into(),
             public_port: None,
             conversation: ConversationId::parse("7c15e423fbd44f8f8bf483a481daa4d9").unwrap(),

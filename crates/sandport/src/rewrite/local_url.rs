@@ -9,8 +9,8 @@ const LOCAL_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]", "host.docker.i
 /// How runtime URLs are built for one conversation.
 #[derive(Debug, Clone)]
 pub struct RuntimeUrls {
-    /// `http` or `https`: what browsers use to reach sandport.
-    pub scheme: String,
+    /// What browsers use to reach sandport.
+    pub scheme: crate::routing::Scheme,
     pub runtime_domain: String,
     /// The port browsers use to reach sandport, when it is not the scheme's default.
     pub public_port: Option<u16>,
@@ -21,7 +21,7 @@ impl RuntimeUrls {
     /// The runtime origin of `port`: `{scheme}://{port}-{conversation}.{runtime_domain}[:public]`.
     pub fn origin(&self, port: u16) -> String {
         crate::routing::build_runtime_origin(
-            &self.scheme,
+            self.scheme,
             &self.runtime_domain,
             self.public_port,
             &self.conversation,
@@ -68,7 +68,7 @@ mod tests {
 
     fn check(public_port: Option<u16>, input: &str, expected: Option<&str>) {
         let urls = RuntimeUrls {
-            scheme: "https".into(),
+            scheme: crate::routing::Scheme::Https,
             runtime_domain: "runtime.example.com".into(),
             public_port,
             conversation: ConversationId::parse(CID).unwrap(),
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn refresh_values() {
         let urls = RuntimeUrls {
-            scheme: "http".into(),
+            scheme: crate::routing::Scheme::Http,
             runtime_domain: "runtime.localhost".into(),
             public_port: Some(8080),
             conversation: ConversationId::parse(CID).unwrap(),

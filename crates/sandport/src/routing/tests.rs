@@ -141,14 +141,26 @@ fn ports_are_canonical_decimal() {
 #[test]
 fn runtime_origin_round_trips_through_the_host_parser() {
     let conversation = ConversationId::parse(CID).unwrap();
-    let origin = build_runtime_origin("https", "runtime.example.com", None, &conversation, 8001);
+    let origin = build_runtime_origin(
+        Scheme::Https,
+        "runtime.example.com",
+        None,
+        &conversation,
+        8001,
+    );
     assert_eq!(origin, format!("https://8001-{CID}.runtime.example.com"));
     let host = origin.trim_start_matches("https://");
     assert_eq!(
         parse_runtime_host("runtime.example.com", host),
         Some((conversation.clone(), 8001))
     );
-    let dev = build_runtime_origin("http", "runtime.localhost", Some(8080), &conversation, 5000);
+    let dev = build_runtime_origin(
+        Scheme::Http,
+        "runtime.localhost",
+        Some(8080),
+        &conversation,
+        5000,
+    );
     assert_eq!(dev, format!("http://5000-{CID}.runtime.localhost:8080"));
 }
 

@@ -29,7 +29,7 @@ fn forwarding(websocket: bool) -> Forwarding<'static> {
     Forwarding {
         peer: &PEER,
         keep_forwarded_chain: false,
-        external_scheme: "https",
+        external_scheme: crate::routing::Scheme::Https,
         public_authority: &PUBLIC_AUTHORITY,
         websocket,
         app_principal: None,
@@ -155,7 +155,7 @@ fn trusted_chains_are_extended() {
     ]);
     let mut f = forwarding(false);
     f.keep_forwarded_chain = true;
-    f.external_scheme = "http";
+    f.external_scheme = crate::routing::Scheme::Http;
     prepare_upstream(&mut h, &f, &auth());
     assert_eq!(values(&h, "x-forwarded-for"), ["203.0.113.9, 192.0.2.7"]);
     assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
