@@ -24,6 +24,8 @@ pub struct Admin {
     /// OIDC mode: not ready until the provider's keys are loaded.
     pub jwks: Option<Arc<crate::identity::jwks::Jwks>>,
     pub draining: AtomicBool,
+    /// Log lines dropped so far (the log queue lives in `telemetry`, above this layer).
+    pub log_lines_dropped: fn() -> u64,
 }
 
 impl Admin {
@@ -55,7 +57,7 @@ impl Admin {
                 StatusCode::OK,
                 {
                     metrics::counter!(crate::metrics::LOG_LINES_DROPPED)
-                        .absolute(crate::telemetry::dropped_lines());
+                        .absolute((self.log_lines_dropped)());
                     self.metrics.render()
                 },
                 "text/plain; version=0.0.4; charset=utf-8",

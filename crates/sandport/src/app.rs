@@ -84,6 +84,7 @@ pub async fn run(
         metrics: metrics_handle.clone(),
         jwks,
         draining: false.into(),
+        log_lines_dropped: crate::telemetry::dropped_lines,
     });
     let admin_stop = CancellationToken::new();
     tokio::spawn(admin::serve(

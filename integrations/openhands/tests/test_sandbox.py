@@ -267,25 +267,7 @@ async def test_conversation_id_and_sandbox_id_agree(patched_tree) -> None:
     )
 
     docker = RecordingDockerClient()
-
-    async def no_running_sandbox() -> None:
-        return None
-
-    async def user_id() -> str:
-        return 'alice'
-
-    async def no_email() -> None:
-        return None
-
-    fake = types.SimpleNamespace(
-        user_context=types.SimpleNamespace(get_user_id=user_id, get_user_email=no_email),
-        sandbox_service=make_service(docker, 'alice'),
-        _apply_suggested_task=lambda request: None,
-        _find_running_sandbox_for_user=no_running_sandbox,
-    )
-    fake._wait_for_sandbox_start = functools.partial(
-        LiveStatusAppConversationService._wait_for_sandbox_start, fake
-    )
+    fake = start_driver(docker)
 
     request = AppConversationStartRequest()  # the UI sends no conversation id
     steps = LiveStatusAppConversationService._start_app_conversation(fake, request)
@@ -302,8 +284,8 @@ async def test_conversation_id_and_sandbox_id_agree(patched_tree) -> None:
 
 
 def start_driver(docker: RecordingDockerClient, running: Any = None) -> types.SimpleNamespace:
-    """Enough of LiveStatusAppConversationService for upstream's real start generator, with a
-    sandbox that never becomes ready."""
+    """Enough of LiveStatusAppConversationService for upstream's real start generator, as
+    alice, with a sandbox that never becomes ready."""
     from openhands.app_server.app_conversation.live_status_app_conversation_service import (
         LiveStatusAppConversationService,
     )

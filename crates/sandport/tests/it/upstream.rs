@@ -129,6 +129,19 @@ async fn a_body_abandoned_midway_takes_its_connection_with_it() {
 
 /// An upstream that promises keep-alive and then closes every connection after one response,
 /// with the count of connections it closed.
+/// Reads a request head from a raw upstream connection; false when the client went away.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    true
+}
+
 async fn closing_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     let closed = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&closed);
@@ -138,13 +151,8 @@ async fn closing_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((mut stream, _)) = listener.accept().await {
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 let response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 let _ = stream.write_all(response.as_bytes()).await;
@@ -195,13 +203,8 @@ async fn catalogue_20_a_response_with_length_and_chunks_is_reframed() {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
+                if !read_request_head(&mut stream).await {
+                    return;
                 }
                 let response = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\
                                 transfer-encoding: chunked\r\n\r\n\
