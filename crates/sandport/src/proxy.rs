@@ -192,9 +192,17 @@ impl Gateway {
         let on_runtime_host =
             matches!(&target, Target::Runtime(t) if t.form == routing::Form::Host);
         let app_origin = self.rewrite.app_origin(host.port);
+        // One rule for upgrades, decided here: a WebSocket opens with GET (RFC 6455 §4.1);
+        // any other method asking for one is malformed, not a plain request.
+        let websocket = headers::is_websocket_upgrade(request.headers());
+        if websocket && request.method() != http::Method::GET {
+            return Err(ProxyError::BadRequest(
+                "WebSocket upgrade with a method other than GET",
+            ));
+        }
         Ok(Context {
             method: request.method().clone(),
-            websocket: headers::is_websocket_upgrade(request.headers()),
+            websocket,
             host,
             path_and_query,
             target,
@@ -302,14 +310,7 @@ impl Gateway {
         let upstream = Upstream::Sandbox(target.conversation.clone());
         let request_origin = request.headers().get(http::header::ORIGIN).cloned();
         let response = self
-            .forward(
-                request,
-                (authority, uri),
-                &upstream,
-                &context.host,
-                peer,
-                None,
-            )
+            .forward(request, (authority, uri), &upstream, context, peer, None)
             .await?;
         let mut response = rewrite::shape_sandbox(
             &self.rewrite,
@@ -350,7 +351,7 @@ impl Gateway {
                 request,
                 (self.app_authority.as_str(), uri),
                 &Upstream::App,
-                &context.host,
+                context,
                 peer,
                 principal.as_ref(),
             )
@@ -546,12 +547,11 @@ impl Gateway {
         mut request: Request<Incoming>,
         (authority, uri): (&str, Uri),
         upstream: &Upstream,
-        host: &PublicHost,
+        context: &Context,
         peer: &Peer,
         app_principal: Option<&Principal>,
     ) -> Result<Response<Body>, ProxyError> {
-        let websocket = request.method() == http::Method::GET
-            && headers::is_websocket_upgrade(request.headers());
+        let (websocket, host) = (context.websocket, &context.host);
         let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, incoming) = request.into_parts();
         if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {

@@ -99,13 +99,23 @@ async fn multi_byte_runtime_auth_hosts_get_400_and_the_connection_keeps_serving(
     assert_eq!(reply.status, StatusCode::OK);
 }
 
-/// The status line of one raw HTTP/1.1 request (any request-target, any Host), as alice.
+/// The status line of one raw HTTP/1.1 GET (any request-target, any Host), as alice.
 async fn raw_status(gateway: SocketAddr, host: &str, target: &str) -> (u16, String) {
+    raw_exchange(
+        gateway,
+        &format!("GET {target} HTTP/1.1\r\nhost: {host}\r\n"),
+        "connection: close\r\n",
+    )
+    .await
+}
+
+/// Sends `start` (request line and headers) plus alice's token and `more` headers; returns the
+/// status and everything the gateway wrote before closing.
+async fn raw_exchange(gateway: SocketAddr, start: &str, more: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
     let request = format!(
-        "GET {target} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\n\
-         connection: close\r\n\r\n",
+        "{start}authorization: Bearer {}\r\n{more}\r\n",
         crate::harness::TOKEN
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -189,5 +199,36 @@ async fn catalogue_41_to_44_odd_runtime_paths_never_reach_an_upstream() {
     // 43: an upper-case runtime host is the same host
     let runtime_host = format!("{port}-{}.RUNTIME.SANDPORT.TEST:{}", a, gw.addr.port());
     let (status, text) = raw_status(gw.addr, &runtime_host, "/").await;
+    assert_eq!(status, 200, "{text}");
+}
+
+/// One rule for upgrades: a WebSocket opens with GET; a POST asking for one is malformed (400),
+/// neither upgraded nor passed on as a plain request.
+#[tokio::test]
+async fn a_websocket_upgrade_with_another_method_is_refused() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start(&crate::harness::static_config(upstream, ""));
+    gw.wait_ready().await;
+    let a = crate::harness::STATIC_CONVERSATION;
+    let host = format!("sandport.test:{}", gw.addr.port());
+    for method in ["POST", "PUT", "DELETE"] {
+        let (status, text) = raw_exchange(
+            gw.addr,
+            &format!(
+                "{method} /runtime/{a}/{}/ws HTTP/1.1\r\nhost: {host}\r\n",
+                upstream.port()
+            ),
+            "upgrade: websocket\r\nconnection: upgrade\r\nconnection: close\r\nsec-websocket-version: 13\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\ncontent-length: 0\r\n",
+        )
+        .await;
+        assert_eq!(status, 400, "{method}: {text}");
+    }
+    let (status, text) = raw_status(
+        gw.addr,
+        &host,
+        &format!("/runtime/{a}/{}/", upstream.port()),
+    )
+    .await;
     assert_eq!(status, 200, "{text}");
 }
