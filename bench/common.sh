@@ -116,7 +116,7 @@ user_id = "$USER_ID"
 address = "127.0.0.1"
 
 [log]
-level = "warn"
+level = "${BENCH_LOG_LEVEL:-warn}"
 EOF
     log "sandport on 127.0.0.1:$port"
     # Variables would override the file: drop any SANDPORT_* from the caller's environment.

@@ -12,6 +12,7 @@
 #   BENCH_ROUNDS       rounds; each measures every target once (default 3)
 #   BENCH_PATH         upstream path measured                  (default /__sandbox/status?code=200)
 #   BENCH_NO_BUILD=1   use the existing release binaries instead of running cargo build
+#   BENCH_LOG_LEVEL    sandport's log level: `info` writes the access log (default warn)
 #
 # Installs wrk and nginx from Debian when missing. Every process it starts listens on
 # 127.0.0.1 (the test upstream binds 0.0.0.0 but only loopback traffic is sent) and is stopped
@@ -254,7 +255,7 @@ RESULT="$ROOT/bench/results/$STAMP-$HOST.md"
         "${RATIO_ROUNDS[sandport]% }"
     printf -- '- CPU per request per round (µs): sandport %s; nginx %s.\n' \
         "${CPU_ROUNDS[sandport]% }" "${CPU_ROUNDS[nginx]% }"
-    printf -- '- sandport: path form `/runtime/{id}/{port}...`, token identity, static discovery, log level warn.\n'
+    printf -- '- sandport: path form `/runtime/{id}/{port}...`, token identity, static discovery, log level ${BENCH_LOG_LEVEL:-warn}.\n'
     printf -- '- RSS after the run (VmRSS, peak VmHWM); nginx summed over its workers (master: %s).\n' \
         "$(mib "$NGINX_MASTER_RSS")"
     printf -- '- CPU per request: user+system CPU time of the measured server process(es) during the run, divided by the requests served.\n'

@@ -362,6 +362,18 @@ fn credentials_decision(refusal: crate::identity::Refusal) -> Decision {
             "identity_keys_unavailable",
             true,
         ),
+        Refusal::ProviderUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Login is unavailable right now: the identity provider does not answer",
+            "identity_provider_unavailable",
+            true,
+        ),
+        Refusal::LoginStateUnsigned => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Login failed",
+            "login_failed",
+            true,
+        ),
     };
     Decision {
         status,

@@ -434,7 +434,7 @@ impl Gateway {
         let principal = match oidc.authenticate(request.headers()).await {
             oidc::AppAuth::Authenticated { principal, .. } => principal,
             oidc::AppAuth::Anonymous => {
-                return Ok(oidc.login_redirect(origin, path_and_query).await)
+                return Ok(oidc.login_redirect(origin, path_and_query).await?)
             }
             oidc::AppAuth::Refused(refusal) => return Err(ProxyError::Credentials(refusal)),
         };
@@ -506,7 +506,7 @@ impl Gateway {
             return Ok(oidc::redirect(&location, &[]));
         }
         let origin = self.public_origin(host);
-        Ok(oidc.login_redirect(&origin, path_and_query).await)
+        Ok(oidc.login_redirect(&origin, path_and_query).await?)
     }
 
     /// Looks up the sandbox, checks ownership and picks the container address and port.

@@ -23,6 +23,12 @@ pub enum Refusal {
     Ambiguous,
     #[error("the identity provider's signing keys are not loaded yet")]
     KeysUnavailable,
+    /// A login could not start: the provider's endpoints are unknown and it does not answer.
+    #[error("the identity provider does not answer")]
+    ProviderUnavailable,
+    /// A login could not start: its state could not be signed.
+    #[error("the login state could not be signed")]
+    LoginStateUnsigned,
 }
 
 /// The token of a `Bearer` credential, or `None` for any other scheme or an empty token.

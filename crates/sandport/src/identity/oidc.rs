@@ -230,15 +230,16 @@ impl Oidc {
 
     /// Sends a browser to the provider's login page; it comes back to `/_callback` on
     /// `origin` and then to `return_to`.
-    pub async fn login_redirect(&self, origin: &str, return_to: &str) -> Response<Body> {
+    pub async fn login_redirect(
+        &self,
+        origin: &str,
+        return_to: &str,
+    ) -> Result<Response<Body>, Refusal> {
         let endpoints = match self.provider.endpoints().await {
             Ok(endpoints) => endpoints,
             Err(error) => {
                 tracing::warn!(%error, "OpenID provider unavailable");
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Login is unavailable right now\n",
-                );
+                return Err(Refusal::ProviderUnavailable);
             }
         };
         let nonce = random_token();
@@ -249,7 +250,7 @@ impl Oidc {
             exp: unix_now() + LOGIN_TTL_SECS,
         });
         let Some(state) = state else {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "Login failed\n");
+            return Err(Refusal::LoginStateUnsigned);
         };
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
@@ -273,7 +274,7 @@ impl Oidc {
             Some(LOGIN_TTL_SECS),
             true,
         );
-        redirect(&location, &[login_cookie])
+        Ok(redirect(&location, &[login_cookie]))
     }
 
     /// `/_callback`: checks the state against the login cookie, exchanges the code, verifies

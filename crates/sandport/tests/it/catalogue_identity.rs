@@ -719,3 +719,60 @@ async fn catalogue_76_cross_site_writes_with_cookies_never_reach_upstreams() {
         4.0
     );
 }
+
+/// The provider stops answering after the keys loaded: a browser sent to log in gets the one
+/// error map's 503 (counted, logged as an error), never an unlogged page of its own.
+#[tokio::test]
+async fn a_login_while_the_provider_is_down_is_a_counted_503() {
+    let provider = TestProvider::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let keys = JwksEndpoint::start(JwksFault::Healthy, provider.jwks()).await;
+    // the issuer's discovery document comes from an endpoint that closes every connection
+    let down = JwksEndpoint::start(JwksFault::Down, provider.jwks()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let config = format!(
+        "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{upstream}\"\n\
+         [identity]\nmode = \"oidc\"\nissuer = \"http://{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\nprovider_timeout_secs = 1\njwks_uri = \"{}\"\n\
+         [discovery]\nbackend = \"static\"\n[log]\nformat = \"json\"\n",
+        down.addr,
+        secret.display(),
+        keys.uri(),
+    );
+    let gw = Gateway::start(&config);
+    eventually("keys loaded", Duration::from_secs(20), || async {
+        ready_status(&gw).await == StatusCode::OK
+    })
+    .await;
+    let reply = send(
+        gw.addr,
+        get(&app_host(&gw), "/").header("sec-fetch-mode", "navigate"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply
+            .text()
+            .contains("the identity provider does not answer"),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        gw.metric(
+            "sandport_errors_total",
+            "reason=\"identity_provider_unavailable\""
+        )
+        .await
+            >= 1.0
+    );
+    // the access line says what happened, not `forward`
+    assert!(gw.stderr_contains(r#""decision":"identity_provider_unavailable""#));
+}
