@@ -255,7 +255,7 @@ RESULT="$ROOT/bench/results/$STAMP-$HOST.md"
         "${RATIO_ROUNDS[sandport]% }"
     printf -- '- CPU per request per round (µs): sandport %s; nginx %s.\n' \
         "${CPU_ROUNDS[sandport]% }" "${CPU_ROUNDS[nginx]% }"
-    printf -- '- sandport: path form `/runtime/{id}/{port}...`, token identity, static discovery, log level ${BENCH_LOG_LEVEL:-warn}.\n'
+    printf -- '- sandport: path form `/runtime/{id}/{port}...`, token identity, static discovery, log level %s.\n' "${BENCH_LOG_LEVEL:-warn}"
     printf -- '- RSS after the run (VmRSS, peak VmHWM); nginx summed over its workers (master: %s).\n' \
         "$(mib "$NGINX_MASTER_RSS")"
     printf -- '- CPU per request: user+system CPU time of the measured server process(es) during the run, divided by the requests served.\n'
