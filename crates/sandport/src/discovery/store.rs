@@ -191,7 +191,7 @@ impl Store {
         let contested = next.contested();
         if contested != self.table.load().contested() {
             for conversation in &contested {
-                tracing::warn!(
+                tracing::error!(
                     conversation = %conversation,
                     "containers of different owners carry one conversation id; refusing it until one is left"
                 );

@@ -175,6 +175,11 @@ impl Gateway {
     }
 
     /// Whether the gateway has written `needle` to stderr so far.
+    /// What the gateway has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// Stops or resumes reading the gateway's stderr (the pipe fills up while stopped).
     pub fn pause_stderr(&self, paused: bool) {
         self.stderr_paused
