@@ -266,7 +266,7 @@ impl Gateway {
         {
             Authentication::TokenInQuery { location } => {
                 record.decision = "token_redirect";
-                return Ok(Caller::Answered(self.token_redirect(&location)));
+                return Ok(Caller::Answered(self.token_redirect(&location)?));
             }
             Authentication::Authenticated(principal) => (Some(principal), Vec::new()),
             Authentication::Refreshed {
@@ -617,9 +617,10 @@ impl Gateway {
     }
 
     /// Sets the token cookie and sends the browser to the same URL without the token.
-    fn token_redirect(&self, location: &str) -> Response<Body> {
+    fn token_redirect(&self, location: &str) -> Result<Response<Body>, ProxyError> {
+        // Only token mode finds a token in the query; anything else is refused, never a blank 200.
         let Authenticator::Token(auth) = &*self.authenticator else {
-            return Response::new(body::empty());
+            return Err(ProxyError::Unauthenticated);
         };
         let secure = if self.external_scheme.is_https() {
             "; Secure"
@@ -641,7 +642,7 @@ impl Gateway {
             headers.insert(header::SET_COOKIE, cookie);
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        Ok(response)
     }
 }
 
