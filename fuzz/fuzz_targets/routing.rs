@@ -59,13 +59,25 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Target::App) => {
             assert!(!path.starts_with("/runtime/"), "{target:?} reached the app");
+            assert!(
+                !path.starts_with("/RUNTIME/") && !path.starts_with("//runtime/"),
+                "{target:?} reached the app"
+            );
         }
         Err(RouteError::MalformedRuntimePath) => {
             if routing::parse_runtime_host(DOMAIN, host).is_some() {
                 // A runtime host with a target that is not a path (`*`).
                 assert!(!target.is_empty() && !target.starts_with('/'), "{target:?}");
             } else {
-                assert!(path.starts_with("/runtime/"), "{target:?}");
+                // under `/runtime/`, or a look-alike (`//runtime/`, `/RUNTIME/`, `/runtime;x/`)
+                let first = path.trim_start_matches('/').split(['/', ';']).next();
+                assert!(
+                    path.starts_with("/runtime/")
+                        || (path.starts_with('/')
+                            && path != "/runtime"
+                            && first.is_some_and(|s| s.eq_ignore_ascii_case("runtime"))),
+                    "{target:?}"
+                );
             }
         }
     }

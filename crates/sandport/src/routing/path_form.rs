@@ -22,7 +22,7 @@ pub fn parse_runtime_path(path_and_query: &str) -> Option<Result<RuntimeTarget, 
 /// that folds case or empty segments. Never the app's, whose answer (its page, 200) would
 /// hide the mistake (catalogue 41, 43). Plain `/runtime` is an ordinary app path.
 fn looks_like_runtime_path(path: &str) -> bool {
-    if path == "/runtime" {
+    if path == "/runtime" || !path.starts_with('/') {
         return false;
     }
     let first = path
