@@ -20,7 +20,9 @@ static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 /// Keeps the writer thread running; dropping it writes out what is still queued, so hold it
 /// until the process ends.
 #[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
+pub struct LogGuard {
+    _writer: Option<WorkerGuard>,
+}
 
 /// Installs the global subscriber. Logs go to stderr so command output stays on stdout.
 pub fn init(config: &LogSection) -> LogGuard {
@@ -39,10 +41,12 @@ pub fn init(config: &LogSection) -> LogGuard {
         LogFormat::Text => builder.try_init(),
     };
     if installed.is_err() {
-        return LogGuard(None);
+        return LogGuard { _writer: None };
     }
     let _ = DROPPED.set(counter);
-    LogGuard(Some(guard))
+    LogGuard {
+        _writer: Some(guard),
+    }
 }
 
 /// Log lines dropped because the queue was full, since start.

@@ -99,6 +99,14 @@ async fn multi_byte_runtime_auth_hosts_get_400_and_the_connection_keeps_serving(
     assert_eq!(reply.status, StatusCode::OK);
 }
 
+/// A local upstream and a ready gateway for alice with it as her sandbox (and the app).
+async fn static_gateway() -> (SocketAddr, Gateway) {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start(&crate::harness::static_config(upstream, ""));
+    gw.wait_ready().await;
+    (upstream, gw)
+}
+
 /// The status line of one raw HTTP/1.1 GET (any request-target, any Host), as alice.
 async fn raw_status(gateway: SocketAddr, host: &str, target: &str) -> (u16, String) {
     raw_exchange(
@@ -141,9 +149,7 @@ async fn raw_exchange(gateway: SocketAddr, start: &str, more: &str) -> (u16, Str
 /// runtime host is lower-cased before matching and routes to its owner's sandbox.
 #[tokio::test]
 async fn catalogue_41_to_44_odd_runtime_paths_never_reach_an_upstream() {
-    let upstream = sandbox_server::spawn_local().await.unwrap();
-    let gw = Gateway::start(&crate::harness::static_config(upstream, ""));
-    gw.wait_ready().await;
+    let (upstream, gw) = static_gateway().await;
     let a = crate::harness::STATIC_CONVERSATION;
     let port = upstream.port();
     let host = format!("sandport.test:{}", gw.addr.port());
@@ -206,9 +212,7 @@ async fn catalogue_41_to_44_odd_runtime_paths_never_reach_an_upstream() {
 /// neither upgraded nor passed on as a plain request.
 #[tokio::test]
 async fn a_websocket_upgrade_with_another_method_is_refused() {
-    let upstream = sandbox_server::spawn_local().await.unwrap();
-    let gw = Gateway::start(&crate::harness::static_config(upstream, ""));
-    gw.wait_ready().await;
+    let (upstream, gw) = static_gateway().await;
     let a = crate::harness::STATIC_CONVERSATION;
     let host = format!("sandport.test:{}", gw.addr.port());
     for method in ["POST", "PUT", "DELETE"] {

@@ -73,6 +73,21 @@ async fn world() -> World {
     }
 }
 
+/// What `sandport routes --config CONFIG` prints; it must succeed.
+fn sandport_routes(config: &std::path::Path) -> String {
+    let routes = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
+        .args(["routes", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        routes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&routes.stderr)
+    );
+    String::from_utf8_lossy(&routes.stdout).into_owned()
+}
+
 fn authed(host: &str, target: &str) -> http::request::Builder {
     get(host, target).header("authorization", format!("Bearer {TOKEN}"))
 }
@@ -178,17 +193,7 @@ async fn docker_sandboxes_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sandport.toml");
     std::fs::write(&config, docker_config("alice", w._network.name())).unwrap();
-    let routes = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
-        .args(["routes", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&routes.stdout);
-    assert!(
-        routes.status.success(),
-        "{}",
-        String::from_utf8_lossy(&routes.stderr)
-    );
+    let table = sandport_routes(&config);
     for conversation in [&w.alice, &w.bob, &w.unlabelled] {
         assert!(table.contains(conversation.as_str()), "{table}");
     }
@@ -488,13 +493,7 @@ async fn catalogue_86_two_owners_of_one_conversation_are_both_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sandport.toml");
     std::fs::write(&config, docker_config("alice", network.name())).unwrap();
-    let routes = std::process::Command::new(env!("CARGO_BIN_EXE_sandport"))
-        .args(["routes", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&routes.stdout);
-    assert!(routes.status.success(), "{listing}");
+    let listing = sandport_routes(&config);
     assert!(
         listing.contains(&format!("routed to nobody): {conversation}")),
         "{listing}"

@@ -32,7 +32,7 @@ pub struct Gateway {
     stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// While set, nobody reads the gateway's stderr: its pipe fills up, as with a stuck log
     /// collector.
-    stderr_paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stderr_paused: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
@@ -64,13 +64,17 @@ impl Gateway {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();
         let sink = std::sync::Arc::clone(&stderr);
-        let stderr_paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stderr_paused =
+            std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let paused = std::sync::Arc::clone(&stderr_paused);
         let stderr_reader = std::thread::spawn(move || {
             let mut chunk = [0u8; 8192];
             loop {
-                while paused.load(std::sync::atomic::Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(5));
+                {
+                    let (flag, resumed) = &*paused;
+                    let _running = resumed
+                        .wait_while(flag.lock().unwrap(), |paused| *paused)
+                        .unwrap();
                 }
                 let Ok(n) = pipe.read(&mut chunk) else { break };
                 if n == 0 {
@@ -182,8 +186,9 @@ impl Gateway {
 
     /// Stops or resumes reading the gateway's stderr (the pipe fills up while stopped).
     pub fn pause_stderr(&self, paused: bool) {
-        self.stderr_paused
-            .store(paused, std::sync::atomic::Ordering::Release);
+        let (flag, resumed) = &*self.stderr_paused;
+        *flag.lock().unwrap() = paused;
+        resumed.notify_all();
     }
 
     pub fn stderr_contains(&self, needle: &str) -> bool {
