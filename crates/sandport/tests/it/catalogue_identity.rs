@@ -774,5 +774,8 @@ async fn a_login_while_the_provider_is_down_is_a_counted_503() {
             >= 1.0
     );
     // the access line says what happened, not `forward`
-    assert!(gw.stderr_contains(r#""decision":"identity_provider_unavailable""#));
+    gw.wait_for_log_line("the access line names the refusal", |line| {
+        line.contains(r#""decision":"identity_provider_unavailable""#)
+    })
+    .await;
 }

@@ -514,12 +514,12 @@ async fn catalogue_86_two_owners_of_one_conversation_are_both_refused() {
     .await;
     println!("catalogue 86: alice served again {back:?} after bob's container was removed");
     // logged at error level: an operator must look
-    let log = as_alice.stderr_so_far();
-    assert!(
-        log.lines().any(|line| line.contains("ERROR")
-            && line.contains("containers of different owners carry one conversation id")),
-        "{log}"
-    );
+    as_alice
+        .wait_for_log_line("the contested conversation is logged as an error", |line| {
+            line.contains("ERROR")
+                && line.contains("containers of different owners carry one conversation id")
+        })
+        .await;
 }
 
 /// Catalogue 45 and 84: a sandbox on the host network would hand its owner the gateway host's

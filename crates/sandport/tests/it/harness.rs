@@ -178,12 +178,6 @@ impl Gateway {
         }
     }
 
-    /// Whether the gateway has written `needle` to stderr so far.
-    /// What the gateway has written to stderr so far.
-    pub fn stderr_so_far(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
     /// Stops or resumes reading the gateway's stderr (the pipe fills up while stopped).
     pub fn pause_stderr(&self, paused: bool) {
         let (flag, resumed) = &*self.stderr_paused;
@@ -191,8 +185,13 @@ impl Gateway {
         resumed.notify_all();
     }
 
-    pub fn stderr_contains(&self, needle: &str) -> bool {
-        self.stderr.lock().unwrap().contains(needle)
+    /// Waits until a line of the gateway's stderr satisfies `matches`. Log lines are written
+    /// off the request path, so one lands shortly after the response it describes.
+    pub async fn wait_for_log_line(&self, what: &str, matches: impl Fn(&str) -> bool) {
+        eventually(what, Duration::from_secs(5), || async {
+            self.stderr.lock().unwrap().lines().any(&matches)
+        })
+        .await;
     }
 
     /// A metric's value from `/metrics` (sum over label sets matching `filter`).
