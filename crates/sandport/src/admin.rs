@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{full, Body};
+use crate::body::Body;
 use crate::discovery::Store;
+use crate::respond::Own;
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -76,12 +77,7 @@ fn text(
     body: impl Into<bytes::Bytes>,
     content_type: &'static str,
 ) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    Own::new(status).body(content_type, body).into_response()
 }
 
 /// Serves the admin endpoints until `shutdown` fires.

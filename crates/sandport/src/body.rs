@@ -26,10 +26,29 @@ pub fn incoming(body: Incoming) -> Body {
     body.map_err(BoxError::from).boxed_unsync()
 }
 
-/// A received body that fails once more than `limit` bytes have passed.
+/// A received body that fails once more than `limit` bytes have passed. Its own read errors
+/// (bad chunk framing from the client) are marked as the client's, see [`is_client_error`].
 pub fn limited(body: Incoming, limit: u64) -> Body {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Limited::new(body, limit).boxed_unsync()
+    Limited::new(body.map_err(ClientBodyError), limit).boxed_unsync()
+}
+
+/// The client's request body could not be read (malformed chunked framing, a reset).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+/// Whether an error (or anything in its source chain) is the client's own body failing, as
+/// opposed to the upstream failing while it was sent.
+pub fn is_client_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<ClientBodyError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Whether an error (or anything in its source chain) is the body limit tripping.

@@ -4,7 +4,8 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::body::{empty, Body};
+use crate::body::Body;
+use crate::respond::Own;
 use crate::routing;
 
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, PUT, PATCH, POST, DELETE";
@@ -24,8 +25,7 @@ pub fn preflight(method: &Method, headers: &HeaderMap, app_origin: &str) -> Opti
     if !is_preflight {
         return None;
     }
-    let mut response = Response::new(empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
+    let mut response = Own::new(StatusCode::NO_CONTENT).into_response();
     let out = response.headers_mut();
     allow_origin(out, app_origin);
     out.insert(

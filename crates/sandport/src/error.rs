@@ -2,12 +2,12 @@
 //! log level and metric reason. Bodies are `text/plain; charset=utf-8`, compatible with the
 //! previous gateway's exact strings.
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::authz::Denied;
-use crate::body::{full, Body};
+use crate::body::Body;
 use crate::discovery::{AddressRefusal, LookupError};
+use crate::respond::{self, Framing, Own};
 use crate::routing::{ConversationId, RouteError};
 
 pub const UNAUTHENTICATED_BODY: &str =
@@ -49,6 +49,9 @@ pub enum ProxyError {
     },
     #[error("request body larger than the limit")]
     BodyTooLarge,
+    /// The client's body broke its own framing (bad chunk sizes, bare CR) while it was sent.
+    #[error("malformed request body")]
+    BadRequestBody,
     #[error("upstream {upstream} not reachable: {source}")]
     UpstreamUnreachable {
         upstream: Upstream,
@@ -254,6 +257,12 @@ impl ProxyError {
                 "body_too_large",
                 false,
             ),
+            ProxyError::BadRequestBody => d(
+                StatusCode::BAD_REQUEST,
+                "Bad request: malformed request body".into(),
+                "bad_request_body",
+                false,
+            ),
             ProxyError::UpstreamUnreachable { upstream, .. } => d(
                 StatusCode::BAD_GATEWAY,
                 match upstream {
@@ -302,39 +311,25 @@ impl ProxyError {
         );
         if unreachable_sandbox && kind.cors_probe {
             // The UI probes ports while the app starts: a quiet 204 keeps its console clean.
-            return response(
-                StatusCode::NO_CONTENT,
-                None,
-                Bytes::new(),
-                &[("cache-control", "no-store")],
-            );
+            return Own::new(StatusCode::NO_CONTENT).into_response();
         }
-        if decision.status == StatusCode::BAD_GATEWAY && kind.navigation {
-            return response(
-                decision.status,
-                Some("text/html; charset=utf-8"),
-                retry_page(&decision.message).into(),
-                &[("cache-control", "no-store"), ("retry-after", "2")],
-            );
+        let mut reply = Own::new(decision.status);
+        if decision.status == StatusCode::SERVICE_UNAVAILABLE
+            || decision.status == StatusCode::BAD_GATEWAY && kind.navigation
+        {
+            reply = reply.header(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
-        let mut extra: Vec<(&str, &str)> = vec![("cache-control", "no-store")];
-        if decision.status == StatusCode::SERVICE_UNAVAILABLE {
-            extra.push(("retry-after", "2"));
-        }
-        if matches!(self, ProxyError::LoginRequired) {
-            return response(
-                decision.status,
-                Some("application/json"),
-                decision.message.into(),
-                &extra,
-            );
-        }
-        response(
-            decision.status,
-            Some("text/plain; charset=utf-8"),
-            format!("{}\n", decision.message).into(),
-            &extra,
-        )
+        let reply = if decision.status == StatusCode::BAD_GATEWAY && kind.navigation {
+            // Shown inside the app's iframe while a sandbox app starts, so it may be framed.
+            reply
+                .body(respond::HTML, retry_page(&decision.message))
+                .framing(Framing::Embeddable)
+        } else if matches!(self, ProxyError::LoginRequired) {
+            reply.body(respond::JSON, decision.message)
+        } else {
+            reply.body(respond::TEXT, format!("{}\n", decision.message))
+        };
+        reply.into_response()
     }
 }
 
@@ -381,29 +376,6 @@ fn credentials_decision(refusal: crate::identity::Refusal) -> Decision {
         reason,
         warn,
     }
-}
-
-fn response(
-    status: StatusCode,
-    content_type: Option<&'static str>,
-    body: Bytes,
-    extra: &[(&str, &str)],
-) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    if let Some(content_type) = content_type {
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    }
-    for (name, value) in extra {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
-        }
-    }
-    response
 }
 
 /// A small page that says what happened and retries by itself.

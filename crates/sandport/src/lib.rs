@@ -7,6 +7,7 @@
 //! - [`discovery`]: the in-memory sandbox snapshot and the backends that feed it;
 //! - [`authz`]: ownership (pure);
 //! - [`body`]: the streamed body type (depends on nothing in the crate);
+//! - [`respond`]: the one renderer of sandport's own responses and their protective headers;
 //! - [`edge`]: CORS and the `Origin` checks (pure);
 //! - [`proxy`]: the request pipeline, header rules, forwarding and WebSocket tunnels;
 //! - [`rewrite`]: response shaping (security headers, cookies, script injection, URLs);
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
+pub mod respond;
 pub mod rewrite;
 pub mod routing;
 pub mod server;

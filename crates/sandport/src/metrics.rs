@@ -27,6 +27,9 @@ pub const DOCKER_API_CALLS: &str = "sandport_docker_api_calls_total";
 pub const DOCKER_FAILURES: &str = "sandport_docker_failures_total";
 /// HTML responses passed through without rewriting, by `reason`.
 pub const REWRITE_SKIPPED: &str = "sandport_rewrite_skipped_total";
+/// Sandbox `Set-Cookie` headers dropped: sandport's names, too large or too many, or any from
+/// an app page on the path form.
+pub const COOKIES_DROPPED: &str = "sandport_sandbox_cookies_dropped_total";
 /// Failed JWKS fetches (the cached keys stay in use).
 pub const JWKS_FETCH_FAILURES: &str = "sandport_jwks_fetch_failures_total";
 /// Conversations refused because containers of different owners carry their id.

@@ -25,6 +25,7 @@ use crate::edge;
 use crate::error::{ProxyError, RequestKind, Upstream};
 use crate::identity::{oidc, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
 use crate::metrics;
+use crate::respond;
 use crate::rewrite;
 use crate::routing::{self, Target};
 use headers::Forwarding;
@@ -170,7 +171,7 @@ impl Gateway {
             }
             Target::App => Box::pin(self.app(request, &context, principal, peer, record)).await?,
         };
-        Ok(oidc::with_cookies(response, &refreshed))
+        Ok(respond::with_cookies(response, &refreshed))
     }
 
     /// Parses what every later phase needs, once.
@@ -316,8 +317,8 @@ impl Gateway {
             &self.rewrite,
             response,
             &context.method,
-            target.form,
-            target.conversation.clone(),
+            target,
+            !self.system_ports.contains(&target.port),
             (context.host.port, &context.app_origin),
         );
         if context.on_runtime_host {
@@ -468,7 +469,7 @@ impl Gateway {
             self.external_scheme,
             oidc::RUNTIME_SESSION_PATH
         );
-        Ok(oidc::redirect(&location, &[]))
+        Ok(respond::redirect(&location, &[]))
     }
 
     /// No principal: browsers navigating are sent to log in (OIDC mode); everything else gets
@@ -503,7 +504,7 @@ impl Gateway {
                 .append_pair("rd", path_and_query)
                 .finish();
             let location = format!("{app_origin}{}?{query}", oidc::RUNTIME_AUTH_PATH);
-            return Ok(oidc::redirect(&location, &[]));
+            return Ok(respond::redirect(&location, &[]));
         }
         let origin = self.public_origin(host);
         Ok(oidc.login_redirect(&origin, path_and_query).await?)
@@ -632,17 +633,7 @@ impl Gateway {
             auth.token.expose(),
             self.token_cookie_domain()
         );
-        let mut response = Response::new(body::empty());
-        *response.status_mut() = StatusCode::FOUND;
-        let headers = response.headers_mut();
-        if let Ok(location) = HeaderValue::from_str(location) {
-            headers.insert(header::LOCATION, location);
-        }
-        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-            headers.insert(header::SET_COOKIE, cookie);
-        }
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(response)
+        Ok(respond::redirect(location, &[cookie]))
     }
 }
 
@@ -672,7 +663,7 @@ fn redeem_runtime_session(oidc: &oidc::Oidc, query: &str, host_name: &str) -> Re
     match cookie {
         Some(cookie) => {
             let return_to = oidc::safe_return_path(params.get("rd").map_or("/", String::as_str));
-            oidc::redirect(return_to, &[cookie])
+            respond::redirect(return_to, &[cookie])
         }
         None => ProxyError::Unauthenticated.into_response(RequestKind::default()),
     }

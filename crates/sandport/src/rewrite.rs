@@ -22,8 +22,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::body::{full, Body};
-use crate::routing::{self, ConversationId, Form};
+use crate::body::Body;
+use crate::respond::Own;
+use crate::routing::{self, Form, RuntimeTarget};
 use local_url::RuntimeUrls;
 
 /// The browser script, served by sandport at [`script_path`].
@@ -110,37 +111,40 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
     if path != script_path() {
         return None;
     }
-    let mut response = Response::new(full(SCRIPT));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Some(response)
+    Some(
+        Own::new(StatusCode::OK)
+            .body("text/javascript; charset=utf-8", SCRIPT)
+            .cache("public, max-age=31536000, immutable")
+            .into_response(),
+    )
 }
 
 /// Shapes a response from a sandbox.
+/// `app_port` says the port is an agent-written app's rather than a platform service's.
 pub fn shape_sandbox(
     config: &Config,
     response: Response<Body>,
     method: &Method,
-    form: Form,
-    conversation: ConversationId,
+    target: &RuntimeTarget,
+    app_port: bool,
     (public_port, app_origin): (Option<u16>, &str),
 ) -> Response<Body> {
+    let form = target.form;
     let urls = || RuntimeUrls {
         scheme: config.scheme,
         runtime_domain: config.runtime_domain.clone(),
         public_port,
-        conversation: conversation.clone(),
+        conversation: target.conversation.clone(),
+    };
+    let prefix;
+    let path_form = if form == Form::Path {
+        prefix = format!("/runtime/{}/{}", target.conversation, target.port);
+        Some(headers::PathForm {
+            prefix: &prefix,
+            app_port,
+        })
+    } else {
+        None
     };
     let (mut parts, body) = response.into_parts();
     headers::shape_sandbox_headers(
@@ -149,6 +153,7 @@ pub fn shape_sandbox(
             urls: &urls,
             frame_ancestors: config.frame_ancestors_policy(app_origin),
             secure: config.scheme.is_https(),
+            path_form,
         },
     );
     let rewrite = config.rewrite_sandbox_html

@@ -12,15 +12,16 @@ use std::path::{Path, PathBuf};
 /// Who may depend on whom, bottom layer first.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("body", &[]),
+    ("respond", &["body"]),
     ("metrics", &[]),
     ("routing", &[]),
     ("config", &["routing"]),
     ("telemetry", &["config"]),
-    ("identity", &["body", "metrics"]),
+    ("identity", &["body", "metrics", "respond"]),
     ("discovery", &["config", "metrics", "routing"]),
     ("authz", &["discovery", "identity"]),
-    ("edge", &["body", "routing"]),
-    ("rewrite", &["body", "metrics", "routing"]),
+    ("edge", &["body", "respond", "routing"]),
+    ("rewrite", &["body", "metrics", "respond", "routing"]),
     (
         "error",
         &[
@@ -30,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "edge",
             "identity",
             "metrics",
+            "respond",
             "routing",
         ],
     ),
@@ -43,11 +45,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "identity",
             "metrics",
+            "respond",
             "rewrite",
             "routing",
         ],
     ),
-    ("admin", &["body", "discovery", "identity", "metrics"]),
+    (
+        "admin",
+        &["body", "discovery", "identity", "metrics", "respond"],
+    ),
     ("server", &["body", "metrics", "proxy"]),
     (
         "app",

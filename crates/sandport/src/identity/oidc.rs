@@ -21,7 +21,8 @@ use super::jwt::{self, Rules, TokenError, Verified};
 use super::provider::{FetchError, Provider};
 use super::session::{pkce_challenge, random_token, CookiePolicy, SigningKey};
 use super::{cookie_values, Principal, UserId};
-use crate::body::{full, Body};
+use crate::body::Body;
+use crate::respond;
 
 pub const ID_TOKEN_COOKIE: &str = "id_token";
 pub const REFRESH_TOKEN_COOKIE: &str = "refresh_token";
@@ -274,7 +275,7 @@ impl Oidc {
             Some(LOGIN_TTL_SECS),
             true,
         );
-        Ok(redirect(&location, &[login_cookie]))
+        Ok(respond::redirect(&location, &[login_cookie]))
     }
 
     /// `/_callback`: checks the state against the login cookie, exchanges the code, verifies
@@ -284,7 +285,7 @@ impl Oidc {
             .into_owned()
             .collect();
         let Some(code) = params.get("code") else {
-            return text(StatusCode::BAD_REQUEST, "Missing authorization code\n");
+            return respond::text(StatusCode::BAD_REQUEST, "Missing authorization code\n");
         };
         let state = params
             .get("state")
@@ -293,7 +294,7 @@ impl Oidc {
             .find_map(|value| value.split_once('.'))
             .filter(|(nonce, _)| state.as_ref().is_some_and(|s| s.n == *nonce));
         let (Some(state), Some((nonce, verifier))) = (state, login) else {
-            return text(StatusCode::BAD_REQUEST, "Invalid or expired login state\n");
+            return respond::text(StatusCode::BAD_REQUEST, "Invalid or expired login state\n");
         };
         let redirect_uri = format!("{origin}{CALLBACK_PATH}");
         let tokens = match self
@@ -304,23 +305,23 @@ impl Oidc {
             Ok(tokens) => tokens,
             Err(error) => {
                 tracing::warn!(%error, "code exchange failed");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
+                return respond::text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
             }
         };
         let Some(id_token) = tokens.id_token else {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
+            return respond::text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
         };
         match self.verify(&id_token, unix_now()).await {
             Ok(verified) if verified.nonce.as_deref() == Some(nonce) => {}
             Ok(_) => {
-                return text(
+                return respond::text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Token verification failed\n",
                 )
             }
             Err(error) => {
                 tracing::warn!(%error, "ID token from the code exchange refused");
-                return text(
+                return respond::text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Token verification failed\n",
                 );
@@ -339,7 +340,7 @@ impl Oidc {
                 false,
             ));
         }
-        redirect(safe_return_path(&state.r), &cookies)
+        respond::redirect(safe_return_path(&state.r), &cookies)
     }
 
     /// `/_logout`: clears the platform cookies and goes to the provider's logout page. Only a
@@ -351,7 +352,7 @@ impl Oidc {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|o| o == origin);
         if !(matches!(fetch_site, Some("same-origin" | "none")) || same_origin_post) {
-            return text(StatusCode::FORBIDDEN, "Logout must come from this site\n");
+            return respond::text(StatusCode::FORBIDDEN, "Logout must come from this site\n");
         }
         let cookies = [
             self.cookies.set_cookie(ID_TOKEN_COOKIE, "", Some(0), false),
@@ -375,13 +376,13 @@ impl Oidc {
             }
             None => "/".to_owned(),
         };
-        redirect(&location, &cookies)
+        respond::redirect(&location, &cookies)
     }
 
     /// `/_token/refresh` (POST): the previous edge's JSON contract.
     pub async fn refresh_endpoint(&self, method: &Method, headers: &HeaderMap) -> Response<Body> {
         if method != Method::POST {
-            let mut response = json(
+            let mut response = respond::json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 r#"{"error":"Method not allowed"}"#,
             );
@@ -391,7 +392,7 @@ impl Oidc {
             return response;
         }
         let Some(refresh_token) = cookie_values(headers, REFRESH_TOKEN_COOKIE).next() else {
-            return json(
+            return respond::json(
                 StatusCode::UNAUTHORIZED,
                 r#"{"error":"No refresh token available"}"#,
             );
@@ -399,7 +400,7 @@ impl Oidc {
         match self.refresh_tokens(refresh_token, unix_now()).await {
             Ok((_, cookies)) => {
                 let body = format!(r#"{{"success":true,"expiresIn":{ID_COOKIE_MAX_AGE}}}"#);
-                with_cookies(json(StatusCode::OK, &body), &cookies)
+                respond::with_cookies(respond::json(StatusCode::OK, body), &cookies)
             }
             Err(RefreshError::Provider(FetchError::Refused { error, description })) => {
                 let details = serde_json::Value::String(description.unwrap_or(error));
@@ -409,17 +410,17 @@ impl Oidc {
                     self.cookies
                         .set_cookie(REFRESH_TOKEN_COOKIE, "", Some(0), false),
                 ];
-                with_cookies(json(StatusCode::UNAUTHORIZED, &body), &cleared)
+                respond::with_cookies(respond::json(StatusCode::UNAUTHORIZED, body), &cleared)
             }
-            Err(RefreshError::NoIdToken) => json(
+            Err(RefreshError::NoIdToken) => respond::json(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"error":"No id_token in refresh response"}"#,
             ),
-            Err(RefreshError::Verification(_)) => json(
+            Err(RefreshError::Verification(_)) => respond::json(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"error":"Token verification failed after refresh"}"#,
             ),
-            Err(RefreshError::Provider(_)) => json(
+            Err(RefreshError::Provider(_)) => respond::json(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"error":"Token refresh failed"}"#,
             ),
@@ -521,55 +522,6 @@ fn unverified_issuer(token: &str) -> Option<String> {
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     claims.get("iss")?.as_str().map(str::to_owned)
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn json(status: StatusCode, body: &str) -> Response<Body> {
-    let mut response = Response::new(full(body.to_owned()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// A 302 to `location` that sets `cookies`.
-pub fn redirect(location: &str, cookies: &[String]) -> Response<Body> {
-    let mut response = Response::new(full(""));
-    *response.status_mut() = StatusCode::FOUND;
-    if let Ok(location) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    with_cookies(response, cookies)
-}
-
-/// Appends `Set-Cookie` headers.
-pub fn with_cookies(mut response: Response<Body>, cookies: &[String]) -> Response<Body> {
-    for cookie in cookies {
-        if let Ok(value) = HeaderValue::from_str(cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
-    response
 }
 
 #[cfg(test)]

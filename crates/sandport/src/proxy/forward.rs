@@ -212,6 +212,7 @@ pub async fn send(
             source,
         },
         SendError::Http(error) if is_limit_error(&error) => ProxyError::BodyTooLarge,
+        SendError::Http(error) if body::is_client_error(&error) => ProxyError::BadRequestBody,
         SendError::Http(error) => ProxyError::UpstreamFailed {
             upstream: upstream.clone(),
             source: error.into(),

@@ -8,6 +8,20 @@
 //!   for other runtimes), `Secure` added over https, `SameSite=Strict` added when absent, and
 //!   cookies named like sandport's own dropped.
 //! - `Location` and `Refresh` naming `http://localhost:{port}` go to that port's runtime host.
+//! - At most [`MAX_COOKIES`] cookies of at most [`MAX_COOKIE_BYTES`] each pass (a cookie bomb
+//!   would otherwise make every later request of the browser too large to serve).
+//!
+//! On the path form a sandbox answers on the app's own origin, so it gets less:
+//! - headers that act on a whole origin are removed: `Service-Worker-Allowed` (a worker
+//!   scoped to `/` would control the app), `Clear-Site-Data`, `Strict-Transport-Security`,
+//!   and every `Access-Control-*` (cross-origin access to the app origin is not a sandbox's
+//!   to grant);
+//! - cookies are scoped under the route's prefix (`Path=/runtime/{id}/{port}/…`), so they
+//!   never reach the app or another sandbox;
+//! - an app port (not one of the platform's system ports) is an agent-written app: its
+//!   responses carry `Content-Security-Policy: sandbox …` without `allow-same-origin`, so its
+//!   pages run in an opaque origin that cannot read the app's cookies, storage or API, and
+//!   it may set no cookies at all. The host form is where such apps run unrestricted.
 
 use http::header::{self, HeaderMap, HeaderValue};
 
@@ -17,6 +31,21 @@ use super::local_url::RuntimeUrls;
 const RESERVED_COOKIES: &[&str] = &["id_token", "refresh_token"];
 const RESERVED_COOKIE_PREFIX: &str = "sandport";
 
+/// Cookies one sandbox response may set, and the size of each (browsers keep 4 KiB).
+pub const MAX_COOKIES: usize = 32;
+pub const MAX_COOKIE_BYTES: usize = 4096;
+
+/// Response headers that act on a whole origin; a sandbox on the app's origin may not send them.
+const ORIGIN_WIDE: [&str; 3] = [
+    "strict-transport-security",
+    "service-worker-allowed",
+    "clear-site-data",
+];
+
+/// The policy for app pages on the path form: scripts and forms work, the origin is opaque.
+const PATH_FORM_APP_SANDBOX: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
 /// Settings for shaping one sandbox response.
 pub struct SandboxShape<'a> {
     /// Builds the runtime URLs; called only when a `Location` or `Refresh` header is present.
@@ -25,10 +54,39 @@ pub struct SandboxShape<'a> {
     pub frame_ancestors: Option<HeaderValue>,
     /// Whether browsers reach sandport over https (cookies then get `Secure`).
     pub secure: bool,
+    /// Set when the response goes out on the path form, that is on the app's origin.
+    pub path_form: Option<PathForm<'a>>,
+}
+
+/// A path-form route, as the response rules need it.
+pub struct PathForm<'a> {
+    /// `/runtime/{id}/{port}`, without a trailing slash.
+    pub prefix: &'a str,
+    /// An agent-written app's port rather than one of the platform's system ports.
+    pub app_port: bool,
 }
 
 /// Applies the sandbox response rules to `headers`.
 pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) {
+    if let Some(path_form) = &shape.path_form {
+        for name in ORIGIN_WIDE {
+            headers.remove(name);
+        }
+        let cors: Vec<header::HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in cors {
+            headers.remove(name);
+        }
+        if path_form.app_port {
+            headers.append(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PATH_FORM_APP_SANDBOX),
+            );
+        }
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -46,15 +104,26 @@ pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) 
         .cloned()
         .collect();
     headers.remove(header::SET_COOKIE);
-    for cookie in cookies {
-        let isolated = cookie
-            .to_str()
-            .ok()
-            .and_then(|text| isolate_cookie(text, shape.secure))
-            .and_then(|text| HeaderValue::from_str(&text).ok());
-        if let Some(isolated) = isolated {
-            headers.append(header::SET_COOKIE, isolated);
-        }
+    let (path_prefix, may_set_cookies) = match &shape.path_form {
+        Some(path_form) => (Some(path_form.prefix), !path_form.app_port),
+        None => (None, true),
+    };
+    let kept = cookies
+        .iter()
+        .filter(|_| may_set_cookies)
+        .filter(|cookie| cookie.len() <= MAX_COOKIE_BYTES)
+        .filter_map(|cookie| cookie.to_str().ok())
+        .filter_map(|text| isolate_cookie(text, shape.secure, path_prefix))
+        .filter_map(|text| HeaderValue::from_str(&text).ok())
+        .take(MAX_COOKIES);
+    let mut passed = 0;
+    for cookie in kept {
+        headers.append(header::SET_COOKIE, cookie);
+        passed += 1;
+    }
+    if passed < cookies.len() {
+        ::metrics::counter!(crate::metrics::COOKIES_DROPPED)
+            .increment(u64::try_from(cookies.len() - passed).unwrap_or(u64::MAX));
     }
     rewrite_header(headers, header::LOCATION, |v| (shape.urls)().rewrite(v));
     rewrite_header(headers, header::REFRESH, |v| {
@@ -78,7 +147,8 @@ fn rewrite_header(
 }
 
 /// Rewrites one `Set-Cookie` value; `None` drops it (unparsable, or one of sandport's names).
-pub fn isolate_cookie(value: &str, secure: bool) -> Option<String> {
+/// With a `path_prefix` (the path form), the cookie's path is moved under it.
+pub fn isolate_cookie(value: &str, secure: bool, path_prefix: Option<&str>) -> Option<String> {
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
     let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
@@ -95,8 +165,21 @@ pub fn isolate_cookie(value: &str, secure: bool) -> Option<String> {
     let mut attributes: Vec<String> = parts
         .map(str::trim)
         .filter(|attribute| !attribute.is_empty() && attribute_name(attribute) != "domain")
+        .filter(|attribute| path_prefix.is_none() || attribute_name(attribute) != "path")
         .map(str::to_owned)
         .collect();
+    if let Some(prefix) = path_prefix {
+        let own_path = value
+            .split(';')
+            .skip(1)
+            .filter_map(|attribute| attribute.trim().split_once('='))
+            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("path"))
+            .map(|(_, path)| path.trim())
+            .last()
+            .filter(|path| path.starts_with('/'))
+            .unwrap_or("/");
+        attributes.push(format!("Path={prefix}{own_path}"));
+    }
     let has = |attributes: &[String], wanted: &str| {
         attributes.iter().any(|a| attribute_name(a) == wanted)
     };
@@ -158,7 +241,7 @@ mod tests {
         ];
         for (input, secure, expected) in cases {
             assert_eq!(
-                isolate_cookie(input, *secure).as_deref(),
+                isolate_cookie(input, *secure, None).as_deref(),
                 *expected,
                 "{input}"
             );
@@ -179,6 +262,7 @@ mod tests {
                 "frame-ancestors 'self' https://example.com",
             )),
             secure: true,
+            path_form: None,
         };
         let mut headers = HeaderMap::new();
         headers.append(

@@ -10,10 +10,18 @@ use crate::harness::{get, send, Gateway, TOKEN};
 const CID: &str = "0123456789abcdef0123456789abcdef";
 
 async fn gateway(app: std::net::SocketAddr, extra: &str) -> Gateway {
+    gateway_with_system_ports(app, &[8000, 8001], extra).await
+}
+
+async fn gateway_with_system_ports(
+    app: std::net::SocketAddr,
+    system_ports: &[u16],
+    extra: &str,
+) -> Gateway {
     let config = format!(
         "[routing]\nbase_domain = \"sandport.test\"\n[app]\nupstream = \"http://{app}\"\n\
          [identity]\ntoken = \"{TOKEN}\"\nuser_id = \"alice\"\n\
-         [discovery]\nbackend = \"static\"\n\
+         [discovery]\nbackend = \"static\"\nsystem_ports = {system_ports:?}\n\
          [[discovery.sandboxes]]\nconversation_id = \"{CID}\"\nuser_id = \"alice\"\naddress = \"127.0.0.1\"\n{extra}"
     );
     let gateway = Gateway::start(&config);
@@ -50,21 +58,29 @@ async fn sandbox_responses_get_security_headers_and_isolated_cookies_on_both_for
             .iter()
             .map(|v| v.to_str().unwrap())
             .collect();
-        assert_eq!(
-            set_cookies,
-            ["theme=dark; Path=/; SameSite=Strict"],
-            "{host}"
-        );
+        // on the path form an app port may set no cookie at all (catalogue 50)
+        let expected: &[&str] = if host.starts_with("sandport.test") {
+            &[]
+        } else {
+            &["theme=dark; Path=/; SameSite=Strict"]
+        };
+        assert_eq!(set_cookies, expected, "{host}");
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(
             reply.header("referrer-policy"),
             Some("strict-origin-when-cross-origin")
         );
-        assert_eq!(
-            reply.header("content-security-policy"),
-            Some(&*format!(
+        let policies: Vec<_> = reply
+            .headers
+            .get_all("content-security-policy")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            policies.contains(&&*format!(
                 "frame-ancestors 'self' http://sandport.test:{public}"
-            ))
+            )),
+            "{policies:?}"
         );
     }
     // A redirect to localhost goes to the runtime host of that port.
@@ -303,5 +319,115 @@ async fn large_pages_stream_through_the_rewriter_with_bounded_memory() {
     assert!(
         peak < 48 * 1024,
         "gateway peak RSS {peak} KiB for a 64 MiB page"
+    );
+}
+
+/// A sandbox answering every request with the headers a hostile app would send to take over
+/// the origin it is served on (catalogue 26, 27, 77, 83).
+async fn hostile_headers_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\
+         Service-Worker-Allowed: /\r\nClear-Site-Data: \"cookies\"\r\n\
+         Access-Control-Allow-Origin: https://evil.test\r\n\
+         Access-Control-Allow-Credentials: true\r\n\
+         Access-Control-Expose-Headers: *\r\n\
+         Strict-Transport-Security: max-age=1; includeSubDomains\r\n\
+         Set-Cookie: id_token=evil; Path=/\r\nSet-Cookie: theme=dark; Path=/settings\r\n",
+    );
+    // the cookie bomb: 60 cookies of 4 KB
+    for index in 0..60 {
+        head.push_str(&format!("Set-Cookie: bomb{index}={}\r\n", "b".repeat(4000)));
+    }
+    head.push_str("\r\nhi");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let head = head.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 8192];
+                let mut read = 0;
+                while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = stream.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+fn all<'a>(reply: &'a crate::harness::Reply, name: &str) -> Vec<&'a str> {
+    reply
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+/// Catalogue 26, 27, 50, 77, 83: on the path form a sandbox answers on the app's own origin.
+/// Headers that act on the whole origin are removed, cookies are scoped under the route (a
+/// platform port) or refused (an app port, whose pages also run sandboxed), and the cookie
+/// bomb is capped on both forms.
+#[tokio::test]
+async fn catalogue_26_27_50_77_83_path_form_responses_cannot_act_on_the_app_origin() {
+    let upstream = hostile_headers_upstream().await;
+    let port = upstream.port();
+    let platform = gateway_with_system_ports(upstream, &[port], "").await;
+    let apps = gateway(upstream, "").await;
+    for (gw, app_port) in [(&platform, false), (&apps, true)] {
+        let main = format!("sandport.test:{}", gw.addr.port());
+        let reply = send(gw.addr, authed(&main, &format!("/runtime/{CID}/{port}/")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        for name in [
+            "service-worker-allowed",
+            "clear-site-data",
+            "strict-transport-security",
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+        ] {
+            assert!(!reply.headers.contains_key(name), "{name} passed");
+        }
+        let csp = all(&reply, "content-security-policy");
+        let sandboxed = csp
+            .iter()
+            .any(|value| value.starts_with("sandbox ") && !value.contains("allow-same-origin"));
+        assert_eq!(sandboxed, app_port, "{csp:?}");
+        let cookies = all(&reply, "set-cookie");
+        if app_port {
+            assert!(cookies.is_empty(), "{cookies:?}");
+        } else {
+            assert_eq!(cookies.len(), 32, "the bomb is capped");
+            assert_eq!(
+                cookies[0],
+                format!("theme=dark; Path=/runtime/{CID}/{port}/settings; SameSite=Strict")
+            );
+            assert!(cookies
+                .iter()
+                .all(|c| c.contains(&format!("Path=/runtime/{CID}/{port}/"))));
+        }
+    }
+    // the host form is its own origin: the headers are the app's business, the bomb is capped
+    let host = format!("{port}-{CID}.runtime.sandport.test:{}", apps.addr.port());
+    let reply = send(apps.addr, authed(&host, "/")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("service-worker-allowed"), Some("/"));
+    let cookies = all(&reply, "set-cookie");
+    assert_eq!(cookies.len(), 32, "the bomb is capped");
+    assert_eq!(cookies[0], "theme=dark; Path=/settings; SameSite=Strict");
+    assert!(
+        apps.metric("sandport_sandbox_cookies_dropped_total", "")
+            .await
+            >= 29.0
     );
 }

@@ -371,3 +371,70 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     // New connections are refused once draining started.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Catalogue 80: every answer sandport makes itself (401, 403, 404, 502, the 204 probe)
+/// carries the protective headers, and none reflects the hostile path it was asked for.
+#[tokio::test]
+async fn catalogue_80_sandports_own_answers_are_protected_and_reflect_no_input() {
+    let (gw, _) = world("").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let main = format!("sandport.test:{}", gw.addr.port());
+    let script = "%3Cscript%3Ealert(1)%3C/script%3E";
+    let cases = [
+        (
+            get(&main, &format!("/runtime/{OWNED}/5000/{script}")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            authed(&main, &format!("/runtime/{FOREIGN}/5000/{script}")),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            authed(&main, &format!("/runtime/{UNKNOWN}/5000/{script}")),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            // a malformed runtime path is 404 (docs/security.md, "Odd runtime paths")
+            authed(&main, &format!("/runtime/{script}/5000/")),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            authed(&main, &format!("/runtime/{OWNED}/{closed}/{script}")),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            authed(&main, &format!("/runtime/{OWNED}/{closed}/{script}"))
+                .header("origin", "http://sandport.test")
+                .header("accept", "application/json"),
+            StatusCode::NO_CONTENT,
+        ),
+    ];
+    for (request, status) in cases {
+        let reply = send(gw.addr, request).await.unwrap();
+        assert_eq!(reply.status, status, "{}", reply.text());
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-store"),
+            ("x-frame-options", "DENY"),
+            ("content-security-policy", "frame-ancestors 'none'"),
+        ] {
+            assert_eq!(reply.header(name), Some(value), "{status}: {name}");
+        }
+        if status != StatusCode::NO_CONTENT {
+            assert_eq!(
+                reply.header("content-type"),
+                Some("text/plain; charset=utf-8"),
+                "{status}"
+            );
+        }
+        let text = reply.text().to_ascii_lowercase();
+        assert!(
+            !text.contains("script") && !text.contains('<'),
+            "{status}: {text}"
+        );
+    }
+}

@@ -245,3 +245,64 @@ async fn catalogue_20_a_response_with_length_and_chunks_is_reframed() {
         assert!(head.contains("transfer-encoding: chunked"), "{text}");
     }
 }
+
+/// Catalogue 7 and 8: a chunked request body that breaks its own framing (a bad chunk size, a
+/// bare CR, an LF-only chunk line) is the client's error: 400, and the upstream never gets a
+/// complete chunked body (no terminating `0` chunk), so it cannot act on a truncated upload.
+#[tokio::test]
+async fn catalogue_7_8_malformed_chunked_bodies_are_400_and_never_complete_upstream() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let received = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let log = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                // reads what arrives until the gateway gives up on the connection, and never
+                // answers: the request is complete only if the upstream saw its last chunk
+                let mut raw = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+                    .await;
+                log.lock().unwrap().push(raw);
+            });
+        }
+    });
+    let gw = gateway_to(upstream).await;
+    for bad_body in [
+        "0x2\r\nab\r\n0\r\n\r\n",
+        "+2\r\nab\r\n0\r\n\r\n",
+        "2\r\r;a\r\nab\r\n0\r\n\r\n",
+        "a\r\n0123456789\n0\r\n\r\n",
+        "11111111111111111\r\nab\r\n0\r\n\r\n",
+    ] {
+        let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let request = format!(
+            "POST /runtime/{OWNED}/{}/upload HTTP/1.1\r\nhost: sandport.test:{}\r\n\
+             authorization: Bearer {TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n{bad_body}",
+            upstream.port(),
+            gw.addr.port()
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut raw))
+            .await
+            .expect("the gateway answers and closes")
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 400"), "{bad_body:?}: {text}");
+    }
+    eventually(
+        "the upstream saw every attempt end",
+        Duration::from_secs(10),
+        || async { received.lock().unwrap().len() == 5 },
+    )
+    .await;
+    for raw in received.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(raw);
+        assert!(
+            !text.contains("\r\n0\r\n\r\n"),
+            "a complete body went upstream: {text:?}"
+        );
+    }
+}
