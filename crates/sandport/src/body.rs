@@ -41,24 +41,14 @@ pub struct ClientBodyError(#[source] hyper::Error);
 /// Whether an error (or anything in its source chain) is the client's own body failing, as
 /// opposed to the upstream failing while it was sent.
 pub fn is_client_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error.is::<ClientBodyError>() {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    chain_holds::<ClientBodyError>(error)
 }
 
 /// Whether an error (or anything in its source chain) is the body limit tripping.
 pub fn is_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    chain_holds::<http_body_util::LengthLimitError>(error)
+}
+
+fn chain_holds<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |error| error.source()).any(|error| error.is::<E>())
 }

@@ -31,6 +31,15 @@ async fn world(extra: &str) -> (Gateway, u16) {
     (gateway, upstream.port())
 }
 
+/// A port nothing listens on: bound, then released (a refused connection is the point).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn authed(host: &str, target: &str) -> http::request::Builder {
     get(host, target).header("authorization", format!("Bearer {TOKEN}"))
 }
@@ -126,12 +135,7 @@ async fn ownership_and_errors_use_the_documented_bodies() {
 #[tokio::test]
 async fn closed_ports_answer_502_204_or_a_retrying_page() {
     let (gw, _) = world("").await;
-    // A port nothing listens on: bound, then released (a refused connection is the point).
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     let main = format!("sandport.test:{}", gw.addr.port());
     let target = format!("/runtime/{OWNED}/{closed}/api");
     let reply = send(gw.addr, authed(&main, &target)).await.unwrap();
@@ -377,11 +381,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 #[tokio::test]
 async fn catalogue_80_sandports_own_answers_are_protected_and_reflect_no_input() {
     let (gw, _) = world("").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = closed_port();
     let main = format!("sandport.test:{}", gw.addr.port());
     let script = "%3Cscript%3Ealert(1)%3C/script%3E";
     let cases = [

@@ -130,6 +130,18 @@ async fn a_body_abandoned_midway_takes_its_connection_with_it() {
 /// An upstream that promises keep-alive and then closes every connection after one response,
 /// with the count of connections it closed.
 /// Reads a request head from a raw upstream connection; false when the client went away.
+/// Writes raw `request` bytes to the gateway and reads until it closes the connection.
+async fn exchange_until_closed(gw: &Gateway, request: &str) -> Vec<u8> {
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut raw))
+        .await
+        .expect("the gateway answers and closes the connection")
+        .unwrap();
+    raw
+}
+
 async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
     let mut request = Vec::new();
     let mut buffer = [0u8; 1024];
@@ -214,19 +226,13 @@ async fn catalogue_20_a_response_with_length_and_chunks_is_reframed() {
         }
     });
     let gw = gateway_to(upstream).await;
-    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let request = format!(
         "GET /runtime/{OWNED}/{}/ HTTP/1.1\r\nhost: sandport.test:{}\r\n\
          authorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n",
         upstream.port(),
         gw.addr.port()
     );
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut raw))
-        .await
-        .expect("the gateway closes the connection")
-        .unwrap();
+    let raw = exchange_until_closed(&gw, &request).await;
     let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{text}");
@@ -276,19 +282,13 @@ async fn catalogue_7_8_malformed_chunked_bodies_are_400_and_never_complete_upstr
         "a\r\n0123456789\n0\r\n\r\n",
         "11111111111111111\r\nab\r\n0\r\n\r\n",
     ] {
-        let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         let request = format!(
             "POST /runtime/{OWNED}/{}/upload HTTP/1.1\r\nhost: sandport.test:{}\r\n\
              authorization: Bearer {TOKEN}\r\ntransfer-encoding: chunked\r\n\r\n{bad_body}",
             upstream.port(),
             gw.addr.port()
         );
-        client.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut raw))
-            .await
-            .expect("the gateway answers and closes")
-            .unwrap();
+        let raw = exchange_until_closed(&gw, &request).await;
         let text = String::from_utf8_lossy(&raw);
         assert!(text.starts_with("HTTP/1.1 400"), "{bad_body:?}: {text}");
     }
