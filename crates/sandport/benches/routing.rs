@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use sandport::discovery::{Event, PortMapping, Sandbox, SandboxState, Store};
 use sandport::identity::{Authenticator, Secret, TokenAuth};
 use sandport::proxy::headers::{prepare_upstream, Forwarding, Peer};
-use sandport::routing;
+use sandport::routing::{self, ConversationId};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const CONVERSATION: &str = "7c15e423fbd44f8f8bf483a481daa4d9";
@@ -65,7 +65,7 @@ fn bench_parse(c: &mut Criterion) {
 
 /// A running sandbox with a realistic shape: an address, three published ports.
 fn sandbox(index: u32) -> Sandbox {
-    let conversation = format!("{index:032x}");
+    let conversation = ConversationId::parse(&format!("{index:032x}")).expect("32 hex digits");
     Sandbox {
         conversation: conversation.clone(),
         owner: Some(format!("user-{}", index % 97)),
@@ -97,12 +97,13 @@ fn bench_lookup(c: &mut Criterion) {
         let store = Store::new(Duration::from_secs(5));
         store.apply(Event::Restarted((0..size).map(sandbox).collect()));
         // Look up the last one inserted: as likely as any other in a hash table.
-        let present = format!("{:032x}", size - 1);
+        let present = ConversationId::parse(&format!("{:032x}", size - 1)).expect("32 hex digits");
+        let absent = ConversationId::parse(CONVERSATION).expect("a conversation id");
         let now = Instant::now();
         group.bench_with_input(BenchmarkId::new("hit", size), &present, |b, id| {
             b.iter(|| store.lookup(black_box(id), now))
         });
-        group.bench_with_input(BenchmarkId::new("miss", size), &CONVERSATION, |b, id| {
+        group.bench_with_input(BenchmarkId::new("miss", size), &absent, |b, id| {
             b.iter(|| store.lookup(black_box(id), now))
         });
     }

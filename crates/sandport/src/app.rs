@@ -1,7 +1,6 @@
 //! Wiring: configuration → components → listeners, and the drain on shutdown.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
-use crate::config::{DiscoveryBackend, FileConfig, IdentityMode};
+use crate::config::{DiscoveryBackend, FileConfig, IdentityMode, Secrets};
 use crate::discovery::{self, Store};
 use crate::identity::session::{CookiePolicy, SigningKey};
 use crate::identity::{jwks, jwt, oidc, provider};
@@ -22,6 +21,7 @@ use crate::{metrics, routing, server};
 /// Runs the gateway until `shutdown_signal` completes, then drains.
 pub async fn run(
     config: FileConfig,
+    secrets: Secrets,
     shutdown_signal: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -32,7 +32,7 @@ pub async fn run(
         (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
         _ => None,
     };
-    let authenticator = authenticator(&config)?;
+    let authenticator = authenticator(&config, &secrets)?;
     let identity_cancel = CancellationToken::new();
     let jwks = match &authenticator {
         Authenticator::Oidc(oidc) => {
@@ -41,12 +41,8 @@ pub async fn run(
         }
         _ => None,
     };
-    let assertion_key = config
-        .identity
-        .assertion_key_file
-        .as_deref()
-        .map(|path| read_secret("identity.assertion_key_file", path))
-        .transpose()?
+    let assertion_key = secrets
+        .assertion_key
         .map(|secret| SigningKey::new(&Secret::new(secret)));
     let store = Arc::new(Store::new(Duration::from_secs(
         config.discovery.max_staleness_secs,
@@ -282,14 +278,13 @@ pub fn docker_config(config: &FileConfig) -> discovery::docker::Config {
     }
 }
 
-/// Builds the identity mode, reading secret files.
-pub fn authenticator(config: &FileConfig) -> anyhow::Result<Authenticator> {
+/// Builds the identity mode from the configuration and its secret files.
+pub fn authenticator(config: &FileConfig, secrets: &Secrets) -> anyhow::Result<Authenticator> {
     let identity = &config.identity;
     Ok(match identity.mode {
         IdentityMode::Token => {
-            let token = match (&identity.token, &identity.token_file) {
-                (Some(token), _) => Secret::new(token.clone()),
-                (None, Some(path)) => Secret::new(read_secret("identity.token_file", path)?),
+            let token = match (&identity.token, &secrets.token) {
+                (Some(token), _) | (None, Some(token)) => Secret::new(token.clone()),
                 (None, None) => Secret::generate(),
             };
             Authenticator::Token(TokenAuth {
@@ -302,69 +297,23 @@ pub fn authenticator(config: &FileConfig) -> anyhow::Result<Authenticator> {
         }
         IdentityMode::TrustedHeader => Authenticator::TrustedHeader(HeaderRule {
             trusted_proxies: identity.trusted_proxies.clone(),
-            shared_secret: identity
-                .shared_secret_file
-                .as_deref()
-                .map(|path| read_secret("identity.shared_secret_file", path).map(Secret::new))
-                .transpose()?,
+            shared_secret: secrets.shared_secret.clone().map(Secret::new),
         }),
-        IdentityMode::Oidc => Authenticator::Oidc(Arc::new(oidc_mode(config)?)),
+        IdentityMode::Oidc => Authenticator::Oidc(Arc::new(oidc_mode(config, secrets))),
     })
 }
 
-fn oidc_mode(config: &FileConfig) -> anyhow::Result<oidc::Oidc> {
+fn oidc_mode(config: &FileConfig, secrets: &Secrets) -> oidc::Oidc {
     let identity = &config.identity;
     let issuer = identity.issuer.clone().unwrap_or_default();
     let client_id = identity.client_id.clone().unwrap_or_default();
-    let secret_path = identity
-        .client_secret_file
-        .as_deref()
-        .unwrap_or(Path::new(""));
-    let client_secret = std::fs::read_to_string(secret_path)
-        .with_context(|| {
-            format!(
-                "identity.client_secret_file: cannot read {}",
-                secret_path.display()
-            )
-        })?
-        .trim()
-        .to_owned();
-    anyhow::ensure!(
-        !client_secret.is_empty(),
-        "identity.client_secret_file: the file is empty"
-    );
-    let cognito = |path: &str| {
-        identity
-            .cognito_domain
-            .as_ref()
-            .map(|d| format!("https://{d}{path}"))
-    };
-    let provider = Arc::new(provider::Provider::new(provider::Config {
-        issuer: issuer.clone(),
-        client_id: client_id.clone(),
-        client_secret: Secret::new(client_secret),
-        jwks_uri: identity.jwks_uri.clone(),
-        authorization_endpoint: identity
-            .authorization_endpoint
-            .clone()
-            .or_else(|| cognito("/oauth2/authorize")),
-        token_endpoint: identity
-            .token_endpoint
-            .clone()
-            .or_else(|| cognito("/oauth2/token")),
-        end_session_endpoint: identity
-            .end_session_endpoint
-            .clone()
-            .or_else(|| cognito("/logout")),
-        timeout: Duration::from_secs(identity.provider_timeout_secs),
-    }));
-    let session_secret = match &identity.session_key_file {
-        Some(path) => Secret::new(read_secret("identity.session_key_file", path)?),
-        None => Secret::generate(),
-    };
+    let provider = Arc::new(provider::Provider::new(provider_config(config, secrets)));
+    let session_secret = secrets
+        .session_key
+        .clone()
+        .map_or_else(Secret::generate, Secret::new);
     let secure = config.external_scheme().is_https();
-    let same_site = identity.cookie_same_site.attribute();
-    Ok(oidc::Oidc {
+    oidc::Oidc {
         jwks: Arc::new(jwks::Jwks::new(Arc::clone(&provider))),
         provider,
         rules: jwt::Rules {
@@ -377,7 +326,7 @@ fn oidc_mode(config: &FileConfig) -> anyhow::Result<oidc::Oidc> {
         session_key: SigningKey::new(&session_secret),
         cookies: CookiePolicy {
             secure,
-            same_site,
+            same_site: identity.cookie_same_site.attribute(),
             domain: identity.cookie_domain.clone(),
         },
         runtime_cookies: CookiePolicy {
@@ -390,19 +339,30 @@ fn oidc_mode(config: &FileConfig) -> anyhow::Result<oidc::Oidc> {
         runtime_session_secs: identity.runtime_session_secs,
         codes: std::sync::Mutex::default(),
         verified: std::sync::Mutex::default(),
-    })
+    }
 }
 
-fn read_secret(key: &str, path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{key}: cannot read {}", path.display()))?;
-    let secret = text.trim().to_owned();
-    anyhow::ensure!(
-        secret.len() >= 16,
-        "{key}: the secret in {} is shorter than 16 characters",
-        path.display()
-    );
-    Ok(secret)
+/// The OpenID provider's endpoints: configured ones, else the Cognito domain's.
+fn provider_config(config: &FileConfig, secrets: &Secrets) -> provider::Config {
+    let identity = &config.identity;
+    let cognito = |path: &str| {
+        identity
+            .cognito_domain
+            .as_ref()
+            .map(|d| format!("https://{d}{path}"))
+    };
+    let endpoint = |configured: &Option<String>, path| configured.clone().or_else(|| cognito(path));
+    provider::Config {
+        issuer: identity.issuer.clone().unwrap_or_default(),
+        client_id: identity.client_id.clone().unwrap_or_default(),
+        // Validation requires the file in OIDC mode, and `read_secrets` refuses an empty one.
+        client_secret: Secret::new(secrets.client_secret.clone().unwrap_or_default()),
+        jwks_uri: identity.jwks_uri.clone(),
+        authorization_endpoint: endpoint(&identity.authorization_endpoint, "/oauth2/authorize"),
+        token_endpoint: endpoint(&identity.token_endpoint, "/oauth2/token"),
+        end_session_endpoint: endpoint(&identity.end_session_endpoint, "/logout"),
+        timeout: Duration::from_secs(identity.provider_timeout_secs),
+    }
 }
 
 /// Prints the generated token once, as a URL the user can open (like Jupyter does).

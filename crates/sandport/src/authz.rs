@@ -32,7 +32,7 @@ mod tests {
 
     fn sandbox(owner: Option<&str>) -> Sandbox {
         Sandbox {
-            conversation: "0".repeat(32),
+            conversation: crate::routing::ConversationId::parse(&"0".repeat(32)).unwrap(),
             owner: owner.map(str::to_owned),
             container_id: "c".into(),
             name: "n".into(),

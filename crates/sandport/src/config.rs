@@ -6,6 +6,7 @@
 
 mod env;
 mod file;
+mod secrets;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use file::{
     IdentityMode, IdentitySection, LogFormat, LogSection, ProxySection, RewriteSection,
     RoutingSection, ServerSection, StaticSandbox,
 };
+pub use secrets::{read as read_secrets, Secrets};
 
 /// A configuration problem, naming the key (or variable) at fault.
 #[derive(Debug, thiserror::Error)]

@@ -28,7 +28,7 @@ pub const OWNER_LABEL: &str = "user_id";
 /// One sandbox container as discovery sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Sandbox {
-    pub conversation: String,
+    pub conversation: ConversationId,
     /// The `user_id` label; `None` when missing or empty.
     pub owner: Option<String>,
     pub container_id: String,
@@ -38,12 +38,6 @@ pub struct Sandbox {
     pub state: SandboxState,
     pub address: Option<IpAddr>,
     pub ports: Vec<PortMapping>,
-}
-
-impl Sandbox {
-    pub fn conversation_id(&self) -> Option<ConversationId> {
-        ConversationId::parse(&self.conversation)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -7,11 +7,14 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::authz::Denied;
 use crate::body::Body;
 use crate::discovery::{AddressRefusal, LookupError};
+use crate::identity::oidc::LoginRefusal;
+use crate::identity::Refusal;
 use crate::respond::{self, Framing, Own};
 use crate::routing::{ConversationId, RouteError};
 
 pub const UNAUTHENTICATED_BODY: &str =
     "Authentication required. Please login at the main application first.";
+const LOGIN_REQUIRED_BODY: &str = r#"{"error":"Authentication required"}"#;
 
 /// Every reason sandport answers a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +29,10 @@ pub enum ProxyError {
     #[error("login required")]
     LoginRequired,
     #[error("credentials refused: {0}")]
-    Credentials(#[from] crate::identity::Refusal),
+    Credentials(#[from] Refusal),
+    /// One of the login endpoints refused (`/_callback`, `/_logout`, `/_token/refresh`).
+    #[error("login refused: {0}")]
+    Login(#[from] LoginRefusal),
     #[error("cross-origin request refused: {0}")]
     CrossOrigin(#[from] crate::edge::OriginRefused),
     #[error("no such sandport asset")]
@@ -115,12 +121,38 @@ impl RequestKind {
     }
 }
 
-/// The decision for one error: status, public message, log level and metric reason.
+/// The decision for one error: status, public message, log level, metric reason, body form.
 struct Decision {
     status: StatusCode,
     message: String,
     reason: &'static str,
     warn: bool,
+    json: bool,
+}
+
+/// A refusal the client brought on itself: logged at debug.
+fn quiet(status: StatusCode, message: impl Into<String>, reason: &'static str) -> Decision {
+    Decision {
+        status,
+        message: message.into(),
+        reason,
+        warn: false,
+        json: false,
+    }
+}
+
+/// A refusal an operator may need to see: logged at warn.
+fn loud(status: StatusCode, message: impl Into<String>, reason: &'static str) -> Decision {
+    Decision {
+        warn: true,
+        ..quiet(status, message, reason)
+    }
+}
+
+impl Decision {
+    fn json(self) -> Self {
+        Self { json: true, ..self }
+    }
 }
 
 impl ProxyError {
@@ -136,159 +168,57 @@ impl ProxyError {
     }
 
     fn decide(&self) -> Decision {
-        let d = |status, message: String, reason, warn| Decision {
-            status,
-            message,
-            reason,
-            warn,
-        };
+        use StatusCode as S;
         match self {
-            ProxyError::BadRequest(_) => d(
-                StatusCode::BAD_REQUEST,
-                "Bad request".into(),
-                "bad_request",
-                false,
-            ),
-            ProxyError::Route(RouteError::MalformedRuntimePath) => d(
-                StatusCode::NOT_FOUND,
-                "Not found".into(),
-                "malformed_route",
-                false,
-            ),
-            ProxyError::UnknownAsset => d(
-                StatusCode::NOT_FOUND,
-                "Not found".into(),
-                "unknown_asset",
-                false,
-            ),
-            ProxyError::LoginRequired => d(
-                StatusCode::UNAUTHORIZED,
-                r#"{"error":"Authentication required"}"#.into(),
-                "login_required",
-                false,
-            ),
+            ProxyError::BadRequest(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_request"),
+            ProxyError::Route(RouteError::MalformedRuntimePath) => {
+                quiet(S::NOT_FOUND, "Not found", "malformed_route")
+            }
+            ProxyError::UnknownAsset => quiet(S::NOT_FOUND, "Not found", "unknown_asset"),
+            ProxyError::LoginRequired => {
+                quiet(S::UNAUTHORIZED, LOGIN_REQUIRED_BODY, "login_required").json()
+            }
             ProxyError::Credentials(refusal) => credentials_decision(*refusal),
-            ProxyError::CrossOrigin(_) => d(
-                StatusCode::FORBIDDEN,
-                "Cross-origin request refused".into(),
-                "cross_origin",
-                true,
-            ),
-            ProxyError::Unauthenticated => d(
-                StatusCode::UNAUTHORIZED,
-                UNAUTHENTICATED_BODY.into(),
-                "unauthenticated",
-                false,
-            ),
+            ProxyError::Login(refusal) => login_decision(refusal),
+            ProxyError::CrossOrigin(_) => {
+                loud(S::FORBIDDEN, "Cross-origin request refused", "cross_origin")
+            }
+            ProxyError::Unauthenticated => {
+                quiet(S::UNAUTHORIZED, UNAUTHENTICATED_BODY, "unauthenticated")
+            }
             ProxyError::Lookup {
                 conversation,
                 error,
-            } => match error {
-                LookupError::Unavailable => d(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Docker service unavailable".into(),
-                    "discovery_unavailable",
-                    true,
-                ),
-                LookupError::NotFound => d(
-                    StatusCode::NOT_FOUND,
-                    format!("No container found for conversation {conversation}"),
-                    "not_found",
-                    false,
-                ),
-                LookupError::Paused => d(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Sandbox for conversation {conversation} is paused"),
-                    "paused",
-                    false,
-                ),
-                LookupError::NoAddress => d(
-                    StatusCode::BAD_GATEWAY,
-                    "Container has no IP address".into(),
-                    "no_address",
-                    true,
-                ),
-                LookupError::Contested => d(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "Conversation {conversation} is claimed by containers of different owners"
-                    ),
-                    "contested_owner",
-                    true,
-                ),
-            },
-            ProxyError::Denied { denied, .. } => match denied {
-                Denied::Unlabelled => d(
-                    StatusCode::FORBIDDEN,
-                    "Access denied: container not properly labeled with owner".into(),
-                    "unlabelled",
-                    true,
-                ),
-                Denied::NotOwner => d(
-                    StatusCode::FORBIDDEN,
-                    "Access denied: you do not own this conversation".into(),
-                    "not_owner",
-                    true,
-                ),
-            },
+            } => lookup_decision(conversation, error),
+            ProxyError::Denied { denied, .. } => denied_decision(*denied),
             ProxyError::AddressRefused {
                 conversation,
                 refusal,
-            } => match refusal {
-                AddressRefusal::HostLocal => d(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "Sandbox for conversation {conversation} has a host-local address \
-                         (host networking or loopback); sandport does not route to it"
-                    ),
-                    "host_local_address",
-                    true,
-                ),
-                AddressRefusal::OwnListener => d(
-                    StatusCode::FORBIDDEN,
-                    "Access denied: that port is sandport's own".into(),
-                    "own_listener",
-                    true,
-                ),
-            },
-            ProxyError::BodyTooLarge => d(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large".into(),
+            } => address_decision(conversation, *refusal),
+            ProxyError::BodyTooLarge => quiet(
+                S::PAYLOAD_TOO_LARGE,
+                "Request body too large",
                 "body_too_large",
-                false,
             ),
-            ProxyError::BadRequestBody => d(
-                StatusCode::BAD_REQUEST,
-                "Bad request: malformed request body".into(),
+            ProxyError::BadRequestBody => quiet(
+                S::BAD_REQUEST,
+                "Bad request: malformed request body",
                 "bad_request_body",
-                false,
             ),
-            ProxyError::UpstreamUnreachable { upstream, .. } => d(
-                StatusCode::BAD_GATEWAY,
-                match upstream {
-                    Upstream::App => "App upstream not reachable".into(),
-                    Upstream::Sandbox(c) => format!("Upstream not reachable for conversation {c}"),
-                },
+            ProxyError::UpstreamUnreachable { upstream, .. } => loud(
+                S::BAD_GATEWAY,
+                upstream_message(upstream, "not reachable"),
                 "upstream_unreachable",
-                true,
             ),
-            ProxyError::UpstreamTimeout { upstream } => d(
-                StatusCode::GATEWAY_TIMEOUT,
-                match upstream {
-                    Upstream::App => "App upstream timed out".into(),
-                    Upstream::Sandbox(c) => format!("Upstream timed out for conversation {c}"),
-                },
+            ProxyError::UpstreamTimeout { upstream } => loud(
+                S::GATEWAY_TIMEOUT,
+                upstream_message(upstream, "timed out"),
                 "upstream_timeout",
-                true,
             ),
-            ProxyError::UpstreamFailed { upstream, .. } => d(
-                StatusCode::BAD_GATEWAY,
-                match upstream {
-                    Upstream::App => "App upstream failed".into(),
-                    Upstream::Sandbox(c) => format!("Upstream failed for conversation {c}"),
-                },
+            ProxyError::UpstreamFailed { upstream, .. } => loud(
+                S::BAD_GATEWAY,
+                upstream_message(upstream, "failed"),
                 "upstream_failed",
-                true,
             ),
         }
     }
@@ -313,73 +243,201 @@ impl ProxyError {
             // The UI probes ports while the app starts: a quiet 204 keeps its console clean.
             return Own::new(StatusCode::NO_CONTENT).into_response();
         }
-        let mut reply = Own::new(decision.status);
-        if decision.status == StatusCode::SERVICE_UNAVAILABLE
-            || decision.status == StatusCode::BAD_GATEWAY && kind.navigation
-        {
-            reply = reply.header(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        self.extra_headers(render(decision, kind)).into_response()
+    }
+
+    /// Headers a refusal carries beyond its decision: `Allow` on a 405, the cleared login
+    /// cookies when the provider refused a refresh.
+    fn extra_headers(&self, reply: Own) -> Own {
+        match self {
+            ProxyError::Login(LoginRefusal::RefreshMethod) => {
+                reply.header(header::ALLOW, HeaderValue::from_static("POST"))
+            }
+            ProxyError::Login(LoginRefusal::RefreshRefused { clear_cookies, .. }) => clear_cookies
+                .iter()
+                .filter_map(|cookie| HeaderValue::from_str(cookie).ok())
+                .fold(reply, |reply, cookie| {
+                    reply.header(header::SET_COOKIE, cookie)
+                }),
+            _ => reply,
         }
-        let reply = if decision.status == StatusCode::BAD_GATEWAY && kind.navigation {
-            // Shown inside the app's iframe while a sandbox app starts, so it may be framed.
-            reply
-                .body(respond::HTML, retry_page(&decision.message))
-                .framing(Framing::Embeddable)
-        } else if matches!(self, ProxyError::LoginRequired) {
-            reply.body(respond::JSON, decision.message)
-        } else {
-            reply.body(respond::TEXT, format!("{}\n", decision.message))
-        };
-        reply.into_response()
+    }
+}
+
+/// The decision as a response: 503s, and 502s to navigations, say when to retry; a 502 to a
+/// navigation is a page that retries by itself; the rest is text or JSON.
+fn render(decision: Decision, kind: RequestKind) -> Own {
+    let mut reply = Own::new(decision.status);
+    let retry_page = decision.status == StatusCode::BAD_GATEWAY && kind.navigation;
+    if decision.status == StatusCode::SERVICE_UNAVAILABLE || retry_page {
+        reply = reply.header(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
+    if retry_page {
+        // Shown inside the app's iframe while a sandbox app starts, so it may be framed.
+        reply
+            .body(respond::HTML, retry_page_html(&decision.message))
+            .framing(Framing::Embeddable)
+    } else if decision.json {
+        reply.body(respond::JSON, decision.message)
+    } else {
+        reply.body(respond::TEXT, format!("{}\n", decision.message))
     }
 }
 
 /// Refused credentials: a malformed request is 400, an ambiguous one 401 (never a login
 /// redirect: logging in again would not remove the other credential), and keys that are not
 /// loaded yet 503 (with `Retry-After`, like every 503).
-fn credentials_decision(refusal: crate::identity::Refusal) -> Decision {
-    use crate::identity::Refusal;
-    let (status, message, reason, warn) = match refusal {
-        Refusal::RepeatedAuthorization => (
-            StatusCode::BAD_REQUEST,
+fn credentials_decision(refusal: Refusal) -> Decision {
+    use StatusCode as S;
+    match refusal {
+        Refusal::RepeatedAuthorization => quiet(
+            S::BAD_REQUEST,
             "Bad request: more than one Authorization header",
             "repeated_authorization",
-            false,
         ),
-        Refusal::Ambiguous => (
-            StatusCode::UNAUTHORIZED,
+        Refusal::Ambiguous => loud(
+            S::UNAUTHORIZED,
             "Ambiguous credentials: they name more than one user. Please log out and log in again.",
             "ambiguous_credentials",
-            true,
         ),
-        Refusal::KeysUnavailable => (
-            StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::KeysUnavailable => loud(
+            S::SERVICE_UNAVAILABLE,
             "Login is unavailable right now: the identity provider's keys are not loaded",
             "identity_keys_unavailable",
-            true,
         ),
-        Refusal::ProviderUnavailable => (
-            StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::ProviderUnavailable => loud(
+            S::SERVICE_UNAVAILABLE,
             "Login is unavailable right now: the identity provider does not answer",
             "identity_provider_unavailable",
-            true,
         ),
-        Refusal::LoginStateUnsigned => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Login failed",
-            "login_failed",
-            true,
+        Refusal::LoginStateUnsigned => {
+            loud(S::INTERNAL_SERVER_ERROR, "Login failed", "login_failed")
+        }
+    }
+}
+
+/// The login endpoints' refusals, with the previous edge's exact statuses and bodies: text for
+/// `/_callback` and `/_logout`, JSON for `/_token/refresh`.
+fn login_decision(refusal: &LoginRefusal) -> Decision {
+    use StatusCode as S;
+    let failed = |message| loud(S::INTERNAL_SERVER_ERROR, message, "login_failed");
+    match refusal {
+        LoginRefusal::MissingCode => quiet(
+            S::BAD_REQUEST,
+            "Missing authorization code",
+            "login_bad_callback",
         ),
-    };
-    Decision {
-        status,
-        message: message.into(),
-        reason,
-        warn,
+        LoginRefusal::BadLoginState => quiet(
+            S::BAD_REQUEST,
+            "Invalid or expired login state",
+            "login_bad_callback",
+        ),
+        LoginRefusal::NoTokens => failed("Failed to get tokens"),
+        LoginRefusal::TokenRefused => failed("Token verification failed"),
+        LoginRefusal::CrossSiteLogout => loud(
+            S::FORBIDDEN,
+            "Logout must come from this site",
+            "cross_site_logout",
+        ),
+        LoginRefusal::RefreshMethod => quiet(
+            S::METHOD_NOT_ALLOWED,
+            r#"{"error":"Method not allowed"}"#,
+            "method",
+        )
+        .json(),
+        LoginRefusal::NoRefreshToken => quiet(
+            S::UNAUTHORIZED,
+            r#"{"error":"No refresh token available"}"#,
+            "refresh_refused",
+        )
+        .json(),
+        LoginRefusal::RefreshRefused { details, .. } => {
+            let details = serde_json::Value::String(details.clone());
+            let body = format!(r#"{{"error":"Token refresh failed","details":{details}}}"#);
+            quiet(S::UNAUTHORIZED, body, "refresh_refused").json()
+        }
+        LoginRefusal::RefreshNoIdToken => {
+            failed(r#"{"error":"No id_token in refresh response"}"#).json()
+        }
+        LoginRefusal::RefreshTokenRefused => {
+            failed(r#"{"error":"Token verification failed after refresh"}"#).json()
+        }
+        LoginRefusal::RefreshFailed => failed(r#"{"error":"Token refresh failed"}"#).json(),
+    }
+}
+
+fn lookup_decision(conversation: &ConversationId, error: &LookupError) -> Decision {
+    use StatusCode as S;
+    match error {
+        LookupError::Unavailable => loud(
+            S::SERVICE_UNAVAILABLE,
+            "Docker service unavailable",
+            "discovery_unavailable",
+        ),
+        LookupError::NotFound => quiet(
+            S::NOT_FOUND,
+            format!("No container found for conversation {conversation}"),
+            "not_found",
+        ),
+        LookupError::Paused => quiet(
+            S::SERVICE_UNAVAILABLE,
+            format!("Sandbox for conversation {conversation} is paused"),
+            "paused",
+        ),
+        LookupError::NoAddress => loud(S::BAD_GATEWAY, "Container has no IP address", "no_address"),
+        LookupError::Contested => loud(
+            S::CONFLICT,
+            format!("Conversation {conversation} is claimed by containers of different owners"),
+            "contested_owner",
+        ),
+    }
+}
+
+fn denied_decision(denied: Denied) -> Decision {
+    match denied {
+        Denied::Unlabelled => loud(
+            StatusCode::FORBIDDEN,
+            "Access denied: container not properly labeled with owner",
+            "unlabelled",
+        ),
+        Denied::NotOwner => loud(
+            StatusCode::FORBIDDEN,
+            "Access denied: you do not own this conversation",
+            "not_owner",
+        ),
+    }
+}
+
+fn address_decision(conversation: &ConversationId, refusal: AddressRefusal) -> Decision {
+    match refusal {
+        AddressRefusal::HostLocal => loud(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "Sandbox for conversation {conversation} has a host-local address \
+                 (host networking or loopback); sandport does not route to it"
+            ),
+            "host_local_address",
+        ),
+        AddressRefusal::OwnListener => loud(
+            StatusCode::FORBIDDEN,
+            "Access denied: that port is sandport's own",
+            "own_listener",
+        ),
+    }
+}
+
+/// "App upstream {what}" or "Upstream {what} for conversation {id}", as the seed said.
+fn upstream_message(upstream: &Upstream, what: &str) -> String {
+    match upstream {
+        Upstream::App => format!("App upstream {what}"),
+        Upstream::Sandbox(conversation) => {
+            format!("Upstream {what} for conversation {conversation}")
+        }
     }
 }
 
 /// A small page that says what happened and retries by itself.
-fn retry_page(message: &str) -> String {
+fn retry_page_html(message: &str) -> String {
     let escaped = message
         .replace('&', "&amp;")
         .replace('<', "&lt;")

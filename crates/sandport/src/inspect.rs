@@ -7,7 +7,7 @@ use crate::config::{DiscoveryBackend, FileConfig};
 use crate::discovery::{self, Event, Table};
 use crate::error::ProxyError;
 use crate::identity::Principal;
-use crate::routing::{self, Target};
+use crate::routing::{self, ConversationId, RuntimeTarget, Target};
 use crate::{app, authz};
 
 /// Reads the sandboxes once from the configured backend.
@@ -77,7 +77,11 @@ pub fn format_routes(table: &Table) -> String {
         let _ = writeln!(
             out,
             "\ncontested (containers of different owners; routed to nobody): {}",
-            contested.join(", ")
+            contested
+                .iter()
+                .map(ConversationId::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     out
@@ -99,63 +103,77 @@ pub fn explain(
         runtime_domain: config.routing.effective_runtime_domain(),
     };
     let mut out = String::new();
-    let target = match routing::parse(&routing_config, &host.to_ascii_lowercase(), path_and_query) {
-        Ok(target) => target,
-        Err(error) => return Ok(decision(&mut out, &ProxyError::from(error))),
-    };
-    let Target::Runtime(target) = target else {
-        let _ = writeln!(out, "route:     app");
-        let _ = writeln!(out, "upstream:  {}{path_and_query}", config.app.upstream);
-        return Ok(out);
-    };
-    let _ = writeln!(out, "route:     runtime ({} form)", target.form.as_str());
-    let _ = writeln!(out, "conversation: {}", target.conversation);
-    let _ = writeln!(out, "port:      {} (requested)", target.port);
-    let _ = writeln!(out, "path:      {}", target.upstream_target);
-    let user_id = crate::identity::UserId::parse(user)
-        .map_err(|error| anyhow::anyhow!("--user {user:?}: {error}"))?;
-    let principal = Principal::user(user_id);
-    let sandbox = match table.lookup(target.conversation.as_str()) {
-        Ok(sandbox) => sandbox,
-        Err(error) => {
-            let error = ProxyError::Lookup {
-                conversation: target.conversation,
-                error,
-            };
-            return Ok(decision(&mut out, &error));
+    let decision = match routing::parse(&routing_config, &host.to_ascii_lowercase(), path_and_query)
+    {
+        Err(error) => Err(ProxyError::from(error)),
+        Ok(Target::App) => {
+            let _ = writeln!(out, "route:     app");
+            let _ = writeln!(out, "upstream:  {}{path_and_query}", config.app.upstream);
+            return Ok(out);
+        }
+        Ok(Target::Runtime(target)) => {
+            let _ = writeln!(out, "route:     runtime ({} form)", target.form.as_str());
+            let _ = writeln!(out, "conversation: {}", target.conversation);
+            let _ = writeln!(out, "port:      {} (requested)", target.port);
+            let _ = writeln!(out, "path:      {}", target.upstream_target);
+            let user_id = crate::identity::UserId::parse(user)
+                .map_err(|error| anyhow::anyhow!("--user {user:?}: {error}"))?;
+            runtime_decision(config, table, &target, &Principal::user(user_id), &mut out)
         }
     };
+    match decision {
+        Ok(()) => {
+            let _ = writeln!(
+                out,
+                "decision:  forward (the port is tried once when a request arrives)"
+            );
+        }
+        Err(error) => {
+            let (status, message) = error.status_and_message();
+            let _ = writeln!(out, "decision:  refuse {} {message}", status.as_u16());
+        }
+    }
+    Ok(out)
+}
+
+/// The gateway's decisions for a runtime target, in its order (lookup, ownership, address
+/// policy), writing what each one learns to `out`.
+fn runtime_decision(
+    config: &FileConfig,
+    table: &Table,
+    target: &RuntimeTarget,
+    principal: &Principal,
+    out: &mut String,
+) -> Result<(), ProxyError> {
+    let conversation = || target.conversation.clone();
+    let sandbox = table
+        .lookup(&target.conversation)
+        .map_err(|error| ProxyError::Lookup {
+            conversation: conversation(),
+            error,
+        })?;
     let _ = writeln!(
         out,
         "container: {} ({})",
         sandbox.name, sandbox.container_id
     );
-    let _ = writeln!(
-        out,
-        "owner:     {}",
-        sandbox.owner.as_deref().unwrap_or("(none)")
-    );
-    if let Err(denied) = authz::check(&principal, &sandbox) {
-        let error = ProxyError::Denied {
-            conversation: target.conversation,
-            denied,
-        };
-        return Ok(decision(&mut out, &error));
-    }
+    let owner = sandbox.owner.as_deref().unwrap_or("(none)");
+    let _ = writeln!(out, "owner:     {owner}");
+    authz::check(principal, &sandbox).map_err(|denied| ProxyError::Denied {
+        conversation: conversation(),
+        denied,
+    })?;
     let port = discovery::choose_port(&sandbox, target.port, &config.discovery.system_ports);
     if let Some(ip) = sandbox.address {
         let listeners = [&config.server.listen, &config.admin.listen]
             .into_iter()
             .filter_map(|listen| listen.parse().ok());
-        if let Err(refusal) =
-            app::address_policy(config, listeners).check(std::net::SocketAddr::new(ip, port))
-        {
-            let error = ProxyError::AddressRefused {
-                conversation: target.conversation,
+        app::address_policy(config, listeners)
+            .check(std::net::SocketAddr::new(ip, port))
+            .map_err(|refusal| ProxyError::AddressRefused {
+                conversation: conversation(),
                 refusal,
-            };
-            return Ok(decision(&mut out, &error));
-        }
+            })?;
     }
     let address = sandbox
         .address
@@ -165,15 +183,5 @@ pub fn explain(
         "upstream:  http://{address}:{port}{}",
         target.upstream_target
     );
-    let _ = writeln!(
-        out,
-        "decision:  forward (the port is tried once when a request arrives)"
-    );
-    Ok(out)
-}
-
-fn decision(out: &mut String, error: &ProxyError) -> String {
-    let (status, message) = error.status_and_message();
-    let _ = writeln!(out, "decision:  refuse {} {message}", status.as_u16());
-    std::mem::take(out)
+    Ok(())
 }

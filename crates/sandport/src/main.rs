@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use sandport::config::{self, FileConfig};
+use sandport::config::{self, FileConfig, Secrets};
 use sandport::{app, inspect, telemetry};
 
 /// Exit code for configuration errors (EX_USAGE).
@@ -55,10 +55,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve { config: None });
     match command {
-        Command::Serve { config } => with_config(config, serve),
-        Command::CheckConfig { file } => with_config(Some(file), |_| {
-            println!("configuration OK");
-            ExitCode::SUCCESS
+        Command::Serve { config } => with_config(config, |config| with_secrets(config, serve)),
+        Command::CheckConfig { file } => with_config(Some(file), |config| {
+            with_secrets(config, |_, _| {
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            })
         }),
         Command::Routes { config, json } => with_config(config, |config| routes(&config, json)),
         Command::Explain { url, user, config } => {
@@ -78,17 +80,32 @@ fn with_config(path: Option<PathBuf>, then: impl FnOnce(FileConfig) -> ExitCode)
     }
 }
 
+/// Reads the secret files `config` names; a missing, empty or short one is a configuration
+/// error like any other.
+fn with_secrets(
+    config: FileConfig,
+    then: impl FnOnce(FileConfig, Secrets) -> ExitCode,
+) -> ExitCode {
+    match config::read_secrets(&config) {
+        Ok(secrets) => then(config, secrets),
+        Err(error) => {
+            eprintln!("sandport: configuration error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
 }
 
-fn serve(config: FileConfig) -> ExitCode {
+fn serve(config: FileConfig, secrets: Secrets) -> ExitCode {
     let log = telemetry::init(&config.log);
     let result = runtime()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(app::run(config, shutdown_signal())));
+        .and_then(|runtime| runtime.block_on(app::run(config, secrets, shutdown_signal())));
     // the last lines (the drain's) are written before the process ends
     drop(log);
     match result {

@@ -23,11 +23,12 @@ use crate::body::{self, Body};
 use crate::discovery::{self, Store};
 use crate::edge;
 use crate::error::{ProxyError, RequestKind, Upstream};
-use crate::identity::{oidc, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
+use crate::identity::oidc::{self, unix_now};
+use crate::identity::{session, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
 use crate::metrics;
 use crate::respond;
 use crate::rewrite;
-use crate::routing::{self, Target};
+use crate::routing::{self, ConversationId, Target};
 use headers::Forwarding;
 pub use headers::Peer;
 
@@ -51,8 +52,26 @@ pub struct Gateway {
     pub tunnel_cancel: CancellationToken,
     pub rewrite: rewrite::Config,
     /// Signs the identity assertion sent to the app, when configured.
-    pub assertion_key: Option<crate::identity::session::SigningKey>,
+    pub assertion_key: Option<session::SigningKey>,
     pub metrics: metrics::RequestMetrics,
+}
+
+/// Where a request goes, and so what the upstream is told about the caller: the app gets the
+/// verified identity, a sandbox never does (invariant 5).
+#[derive(Debug, Clone, Copy)]
+enum Destination<'a> {
+    App(Option<&'a Principal>),
+    Sandbox(&'a ConversationId),
+}
+
+impl Destination<'_> {
+    /// The upstream a failure names.
+    fn upstream(self) -> Upstream {
+        match self {
+            Destination::App(_) => Upstream::App,
+            Destination::Sandbox(conversation) => Upstream::Sandbox(conversation.clone()),
+        }
+    }
 }
 
 /// What one request did, for its log line. The strings are filled only when the access log
@@ -308,10 +327,10 @@ impl Gateway {
         let addr = self.resolve(&principal, target)?;
         let uri = origin_form(&target.upstream_target)?;
         let authority = record.upstream.insert(addr.to_string());
-        let upstream = Upstream::Sandbox(target.conversation.clone());
         let request_origin = request.headers().get(http::header::ORIGIN).cloned();
+        let destination = Destination::Sandbox(&target.conversation);
         let response = self
-            .forward(request, (authority, uri), &upstream, context, peer, None)
+            .forward(request, (authority, uri), destination, context, peer)
             .await?;
         let mut response = rewrite::shape_sandbox(
             &self.rewrite,
@@ -351,10 +370,9 @@ impl Gateway {
             .forward(
                 request,
                 (self.app_authority.as_str(), uri),
-                &Upstream::App,
+                Destination::App(principal.as_ref()),
                 context,
                 peer,
-                principal.as_ref(),
             )
             .await?;
         Ok(rewrite::shape_app(&self.rewrite, response, &context.method))
@@ -377,49 +395,51 @@ impl Gateway {
             Authenticator::Oidc(oidc) => Some(oidc.as_ref()),
             _ => None,
         };
-        match target {
-            Target::Runtime(runtime) if runtime.form == routing::Form::Host => {
-                if let Some(response) =
-                    edge::preflight(request.method(), request.headers(), app_origin)
-                {
-                    return Ok(Some(response));
-                }
-                match oidc {
+        match (target, oidc) {
+            (Target::Runtime(runtime), _) if runtime.form == routing::Form::Host => {
+                let preflight = edge::preflight(request.method(), request.headers(), app_origin);
+                Ok(preflight.or_else(|| match oidc {
                     Some(oidc) if path == oidc::RUNTIME_SESSION_PATH => {
-                        Ok(Some(redeem_runtime_session(oidc, query, &host.name)))
+                        Some(redeem_runtime_session(oidc, query, &host.name))
                     }
-                    _ => Ok(None),
-                }
+                    _ => None,
+                }))
             }
-            Target::Runtime(_) => Ok(None),
-            Target::App => {
-                let Some(oidc) = oidc else {
-                    return own_asset(path);
-                };
+            (Target::Runtime(_), _) => Ok(None),
+            (Target::App, None) => own_asset(path),
+            (Target::App, Some(oidc)) => {
                 let origin = self.public_origin(host);
-                match path {
-                    oidc::CALLBACK_PATH => Ok(Some(
-                        Box::pin(oidc.callback(&origin, query, request.headers())).await,
-                    )),
-                    oidc::LOGOUT_PATH => Ok(Some(
-                        Box::pin(oidc.logout(&origin, request.headers())).await,
-                    )),
-                    oidc::REFRESH_PATH => Ok(Some(
-                        Box::pin(oidc.refresh_endpoint(request.method(), request.headers())).await,
-                    )),
-                    oidc::RUNTIME_AUTH_PATH => Box::pin(self.start_runtime_session(
-                        oidc,
-                        request,
-                        &origin,
-                        path_and_query,
-                        query,
-                    ))
-                    .await
-                    .map(Some),
-                    _ => own_asset(path),
-                }
+                Box::pin(self.login_endpoint(oidc, request, &origin, path_and_query)).await
             }
         }
+    }
+
+    /// The OIDC endpoints on the app host, or sandport's own assets.
+    async fn login_endpoint(
+        &self,
+        oidc: &oidc::Oidc,
+        request: &Request<Incoming>,
+        origin: &str,
+        path_and_query: &str,
+    ) -> Result<Option<Response<Body>>, ProxyError> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let headers = request.headers();
+        let response = match path {
+            oidc::CALLBACK_PATH => Box::pin(oidc.callback(origin, query, headers)).await?,
+            oidc::LOGOUT_PATH => Box::pin(oidc.logout(origin, headers)).await?,
+            oidc::REFRESH_PATH => {
+                Box::pin(oidc.refresh_endpoint(request.method(), headers)).await?
+            }
+            oidc::RUNTIME_AUTH_PATH => {
+                let start =
+                    self.start_runtime_session(oidc, request, origin, path_and_query, query);
+                Box::pin(start).await?
+            }
+            _ => return own_asset(path),
+        };
+        Ok(Some(response))
     }
 
     /// On the app host: a logged-in owner gets a one-time code for the runtime host named in
@@ -522,7 +542,7 @@ impl Gateway {
         };
         let sandbox = self
             .store
-            .lookup(target.conversation.as_str(), Instant::now())
+            .lookup(&target.conversation, Instant::now())
             .map_err(lookup_error)?;
         authz::check(principal, &sandbox).map_err(|denied| ProxyError::Denied {
             conversation: target.conversation.clone(),
@@ -542,49 +562,25 @@ impl Gateway {
         Ok(upstream)
     }
 
-    /// Sends the request to `upstream_target` (an authority and an origin-form target).
+    /// Sends the request to `destination` at `authority`, as an origin-form `uri`.
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         (authority, uri): (&str, Uri),
-        upstream: &Upstream,
+        destination: Destination<'_>,
         context: &Context,
         peer: &Peer,
-        app_principal: Option<&Principal>,
     ) -> Result<Response<Body>, ProxyError> {
-        let (websocket, host) = (context.websocket, &context.host);
-        let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, incoming) = request.into_parts();
-        if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
-            return Err(ProxyError::BodyTooLarge);
-        }
-        let assertion =
-            app_principal
-                .zip(self.assertion_key.as_ref())
-                .and_then(|(principal, key)| {
-                    crate::identity::session::identity_assertion(key, principal, oidc::unix_now())
-                });
-        let forwarding = Forwarding {
-            peer,
-            keep_forwarded_chain: self.authenticator.is_trusted_peer(peer.ip),
-            external_scheme: self.external_scheme,
-            public_authority: &host.header,
-            websocket,
-            app_principal,
-            app_assertion: assertion.as_deref(),
-        };
-        headers::prepare_upstream(&mut parts.headers, &forwarding, &self.authenticator);
-        parts.uri = uri;
-        // The pool speaks HTTP/1.1 upstream whatever the client spoke.
-        parts.version = Version::HTTP_11;
-        let upstream_request = Request::from_parts(parts, body::limited(incoming, self.body_limit));
+        let downstream_upgrade = context.websocket.then(|| hyper::upgrade::on(&mut request));
+        let upstream = destination.upstream();
+        let upstream_request = self.upstream_request(request, uri, destination, context, peer)?;
         let started = Instant::now();
         let mut response = forward::send(
             &self.client,
             authority,
             upstream_request,
             self.idle_timeout,
-            upstream,
+            &upstream,
         )
         .await?;
         self.metrics.upstream(
@@ -595,7 +591,7 @@ impl Gateway {
         if switching {
             let Some(downstream_upgrade) = downstream_upgrade else {
                 return Err(ProxyError::UpstreamFailed {
-                    upstream: upstream.clone(),
+                    upstream,
                     source: "upstream switched protocols unasked".into(),
                 });
             };
@@ -610,6 +606,46 @@ impl Gateway {
         }
         headers::prepare_downstream(response.headers_mut(), switching);
         Ok(response)
+    }
+
+    /// The client's request as the upstream gets it: HTTP/1.1, origin-form, its headers
+    /// rewritten, its body limited. Only the app is told who the caller is.
+    fn upstream_request(
+        &self,
+        request: Request<Incoming>,
+        uri: Uri,
+        destination: Destination<'_>,
+        context: &Context,
+        peer: &Peer,
+    ) -> Result<Request<Body>, ProxyError> {
+        let (mut parts, incoming) = request.into_parts();
+        if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let app_principal = match destination {
+            Destination::App(principal) => principal,
+            Destination::Sandbox(_) => None,
+        };
+        let assertion = app_principal
+            .zip(self.assertion_key.as_ref())
+            .and_then(|(principal, key)| session::identity_assertion(key, principal, unix_now()));
+        let forwarding = Forwarding {
+            peer,
+            keep_forwarded_chain: self.authenticator.is_trusted_peer(peer.ip),
+            external_scheme: self.external_scheme,
+            public_authority: &context.host.header,
+            websocket: context.websocket,
+            app_principal,
+            app_assertion: assertion.as_deref(),
+        };
+        headers::prepare_upstream(&mut parts.headers, &forwarding, &self.authenticator);
+        parts.uri = uri;
+        // The pool speaks HTTP/1.1 upstream whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(
+            parts,
+            body::limited(incoming, self.body_limit),
+        ))
     }
 
     /// The origin the client used to reach sandport.

@@ -120,6 +120,16 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     Own::new(status).body(JSON, body).into_response()
 }
 
+/// A `200` JSON answer.
+pub fn json_ok(body: impl Into<Bytes>) -> Response<Body> {
+    json(StatusCode::OK, body)
+}
+
+/// A `204` with no body.
+pub fn no_content() -> Own {
+    Own::new(StatusCode::NO_CONTENT)
+}
+
 /// A `302 Found` to `location` that sets `cookies`. A location that cannot be a header value
 /// becomes `/`, never a redirect without a target.
 pub fn redirect(location: &str, cookies: &[String]) -> Response<Body> {

@@ -258,7 +258,7 @@ impl Default for DiscoverySection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticSandbox {
-    pub conversation_id: String,
+    pub conversation_id: crate::routing::ConversationId,
     pub user_id: Option<String>,
     pub address: IpAddr,
     #[serde(default)]
@@ -500,17 +500,6 @@ impl FileConfig {
         }
         if discovery.system_ports.contains(&0) {
             return Err(invalid("discovery.system_ports", "ports are 1-65535"));
-        }
-        for sandbox in &discovery.sandboxes {
-            if crate::routing::ConversationId::parse(&sandbox.conversation_id).is_none() {
-                return Err(invalid(
-                    "discovery.sandboxes.conversation_id",
-                    format!(
-                        "{:?} is not 32 lowercase hex characters",
-                        sandbox.conversation_id
-                    ),
-                ));
-            }
         }
         Ok(())
     }

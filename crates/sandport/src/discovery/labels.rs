@@ -33,7 +33,7 @@ pub fn sandbox_from_summary(
     let labels = summary.labels.as_ref();
     let label = |name: &str| labels.and_then(|labels| labels.get(name));
     let conversation = label(CONVERSATION_LABEL).ok_or(Ignored::NoConversationLabel)?;
-    ConversationId::parse(conversation).ok_or(Ignored::MalformedConversation)?;
+    let conversation = ConversationId::parse(conversation).ok_or(Ignored::MalformedConversation)?;
     let owner = label(OWNER_LABEL)
         .filter(|owner| !owner.is_empty())
         .cloned();
@@ -44,7 +44,7 @@ pub fn sandbox_from_summary(
         .map(|name| name.trim_start_matches('/').to_owned())
         .unwrap_or_default();
     Ok(Sandbox {
-        conversation: conversation.clone(),
+        conversation,
         owner,
         name,
         created: summary.created.unwrap_or(0),
@@ -156,7 +156,7 @@ mod tests {
             &[("bridge", "172.17.0.5")],
         );
         let sandbox = sandbox_from_summary(&s, None).unwrap();
-        assert_eq!(sandbox.conversation, CID);
+        assert_eq!(sandbox.conversation.as_str(), CID);
         assert_eq!(sandbox.owner.as_deref(), Some("alice"));
         assert_eq!(sandbox.name, "oh-agent-server-x");
         assert_eq!(sandbox.address, Some("172.17.0.5".parse().unwrap()));

@@ -30,7 +30,7 @@ mod tests {
 
     fn sandbox(ports: &[(u16, Option<u16>)]) -> Sandbox {
         Sandbox {
-            conversation: "0".repeat(32),
+            conversation: crate::routing::ConversationId::parse(&"0".repeat(32)).unwrap(),
             owner: Some("u".into()),
             container_id: "c".into(),
             name: "n".into(),

@@ -9,20 +9,21 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use super::{Event, LookupError, Sandbox, SandboxState};
+use crate::routing::ConversationId;
 
 /// An immutable table of sandboxes, indexed by container and by conversation.
 #[derive(Debug, Default)]
 pub struct Table {
     containers: HashMap<String, Arc<Sandbox>>,
     /// The container that serves each conversation: the newest running one, else the newest.
-    by_conversation: HashMap<String, Arc<Sandbox>>,
+    by_conversation: HashMap<ConversationId, Arc<Sandbox>>,
     /// Conversations whose containers name more than one owner (or an owner and none).
-    contested: HashSet<String>,
+    contested: HashSet<ConversationId>,
 }
 
 impl Table {
     fn from_containers(containers: HashMap<String, Arc<Sandbox>>) -> Self {
-        let mut by_conversation: HashMap<String, Arc<Sandbox>> = HashMap::new();
+        let mut by_conversation: HashMap<ConversationId, Arc<Sandbox>> = HashMap::new();
         for sandbox in containers.values() {
             match by_conversation.get(&sandbox.conversation) {
                 Some(current) if !serves_before(sandbox, current) => {}
@@ -31,7 +32,7 @@ impl Table {
                 }
             }
         }
-        let mut owners: HashMap<&str, HashSet<Option<&str>>> = HashMap::new();
+        let mut owners: HashMap<&ConversationId, HashSet<Option<&str>>> = HashMap::new();
         for sandbox in containers.values() {
             owners
                 .entry(&sandbox.conversation)
@@ -41,7 +42,7 @@ impl Table {
         let contested = owners
             .into_iter()
             .filter(|(_, owners)| owners.len() > 1)
-            .map(|(conversation, _)| conversation.to_owned())
+            .map(|(conversation, _)| conversation.clone())
             .collect();
         Self {
             containers,
@@ -51,8 +52,8 @@ impl Table {
     }
 
     /// Conversations claimed by containers of different owners, sorted.
-    pub fn contested(&self) -> Vec<String> {
-        let mut contested: Vec<String> = self.contested.iter().cloned().collect();
+    pub fn contested(&self) -> Vec<ConversationId> {
+        let mut contested: Vec<ConversationId> = self.contested.iter().cloned().collect();
         contested.sort();
         contested
     }
@@ -82,8 +83,8 @@ impl Table {
     pub fn sandboxes(&self) -> Vec<Arc<Sandbox>> {
         let mut all: Vec<_> = self.containers.values().cloned().collect();
         all.sort_by(|a, b| {
-            (a.conversation.as_str(), -a.created, a.container_id.as_str()).cmp(&(
-                b.conversation.as_str(),
+            (&a.conversation, -a.created, a.container_id.as_str()).cmp(&(
+                &b.conversation,
                 -b.created,
                 b.container_id.as_str(),
             ))
@@ -92,24 +93,24 @@ impl Table {
     }
 
     /// Conversations served by more than one running container.
-    pub fn duplicates(&self) -> Vec<String> {
-        let mut running: HashMap<&str, usize> = HashMap::new();
+    pub fn duplicates(&self) -> Vec<ConversationId> {
+        let mut running: HashMap<&ConversationId, usize> = HashMap::new();
         for sandbox in self.containers.values() {
             if sandbox.state == SandboxState::Running {
                 *running.entry(&sandbox.conversation).or_default() += 1;
             }
         }
-        let mut duplicates: Vec<String> = running
+        let mut duplicates: Vec<ConversationId> = running
             .into_iter()
             .filter(|(_, count)| *count > 1)
-            .map(|(conversation, _)| conversation.to_owned())
+            .map(|(conversation, _)| conversation.clone())
             .collect();
         duplicates.sort();
         duplicates
     }
 
     /// The sandbox that serves a conversation, if it can take traffic.
-    pub fn lookup(&self, conversation: &str) -> Result<Arc<Sandbox>, LookupError> {
+    pub fn lookup(&self, conversation: &ConversationId) -> Result<Arc<Sandbox>, LookupError> {
         if self.contested.contains(conversation) {
             return Err(LookupError::Contested);
         }
@@ -235,7 +236,7 @@ impl Store {
         self.synced.load(Ordering::Acquire)
     }
 
-    pub fn lookup(&self, conversation: &str, now: Instant) -> Lookup {
+    pub fn lookup(&self, conversation: &ConversationId, now: Instant) -> Lookup {
         if !self.is_usable(now) {
             return Err(LookupError::Unavailable);
         }
@@ -256,9 +257,14 @@ mod tests {
     use super::*;
     use crate::discovery::SandboxState::{Paused, Running, Stopped};
 
+    /// A conversation id from a short hex name ("c1" is c1000…0).
+    fn cid(name: &str) -> ConversationId {
+        ConversationId::parse(&format!("{name:0<32}")).unwrap()
+    }
+
     fn sandbox(id: &str, conversation: &str, created: i64, state: SandboxState) -> Sandbox {
         Sandbox {
-            conversation: conversation.into(),
+            conversation: cid(conversation),
             owner: Some("alice".into()),
             container_id: id.into(),
             name: format!("name-{id}"),
@@ -276,8 +282,8 @@ mod tests {
             sandbox("b", "c1", 20, Running),
             sandbox("c", "c1", 30, Stopped),
         ]));
-        assert_eq!(table.lookup("c1").unwrap().container_id, "b");
-        assert_eq!(table.duplicates(), vec!["c1".to_owned()]);
+        assert_eq!(table.lookup(&cid("c1")).unwrap().container_id, "b");
+        assert_eq!(table.duplicates(), vec![cid("c1")]);
     }
 
     #[test]
@@ -289,32 +295,32 @@ mod tests {
             squatter,
             sandbox("x", "c2", 10, Running),
         ]));
-        assert_eq!(table.lookup("c1"), Err(LookupError::Contested));
-        assert_eq!(table.contested(), vec!["c1".to_owned()]);
-        assert!(table.lookup("c2").is_ok());
+        assert_eq!(table.lookup(&cid("c1")), Err(LookupError::Contested));
+        assert_eq!(table.contested(), vec![cid("c1")]);
+        assert!(table.lookup(&cid("c2")).is_ok());
         // an unlabelled container with the id contests it too
         let mut unlabelled = sandbox("u", "c2", 30, Stopped);
         unlabelled.owner = None;
         let table = table.apply(Event::Upserted(unlabelled));
-        assert_eq!(table.lookup("c2"), Err(LookupError::Contested));
+        assert_eq!(table.lookup(&cid("c2")), Err(LookupError::Contested));
         let table = table.apply(Event::Removed {
             container_id: "b".into(),
         });
-        assert_eq!(table.lookup("c1").unwrap().container_id, "a");
+        assert_eq!(table.lookup(&cid("c1")).unwrap().container_id, "a");
     }
 
     #[test]
     fn events_update_the_table() {
         let table = Table::default().apply(Event::Restarted(vec![sandbox("a", "c1", 1, Running)]));
         let table = table.apply(Event::Upserted(sandbox("a", "c1", 1, Paused)));
-        assert_eq!(table.lookup("c1"), Err(LookupError::Paused));
+        assert_eq!(table.lookup(&cid("c1")), Err(LookupError::Paused));
         let table = table.apply(Event::Upserted(sandbox("a", "c1", 1, Stopped)));
-        assert_eq!(table.lookup("c1"), Err(LookupError::NotFound));
+        assert_eq!(table.lookup(&cid("c1")), Err(LookupError::NotFound));
         let table = table.apply(Event::Removed {
             container_id: "a".into(),
         });
         assert!(table.is_empty());
-        assert_eq!(table.lookup("c1"), Err(LookupError::NotFound));
+        assert_eq!(table.lookup(&cid("c1")), Err(LookupError::NotFound));
     }
 
     #[test]
@@ -322,31 +328,33 @@ mod tests {
         let mut no_ip = sandbox("a", "c1", 1, Running);
         no_ip.address = None;
         let table = Table::default().apply(Event::Restarted(vec![no_ip]));
-        assert_eq!(table.lookup("c1"), Err(LookupError::NoAddress));
+        assert_eq!(table.lookup(&cid("c1")), Err(LookupError::NoAddress));
     }
 
     #[test]
     fn staleness_is_bounded() {
         let store = Store::new(Duration::from_secs(5));
         let t0 = Instant::now();
-        assert_eq!(store.lookup("c1", t0), Err(LookupError::Unavailable));
+        assert_eq!(store.lookup(&cid("c1"), t0), Err(LookupError::Unavailable));
         store.apply(Event::Restarted(vec![sandbox("a", "c1", 1, Running)]));
-        assert!(store.lookup("c1", t0).is_ok());
+        assert!(store.lookup(&cid("c1"), t0).is_ok());
         store.mark_stale(t0 + Duration::from_secs(1));
-        assert!(store.lookup("c1", t0 + Duration::from_secs(5)).is_ok());
+        assert!(store
+            .lookup(&cid("c1"), t0 + Duration::from_secs(5))
+            .is_ok());
         assert_eq!(
-            store.lookup("c1", t0 + Duration::from_secs(7)),
+            store.lookup(&cid("c1"), t0 + Duration::from_secs(7)),
             Err(LookupError::Unavailable)
         );
         // A later loss does not move the first one forward.
         store.mark_stale(t0 + Duration::from_secs(6));
         assert_eq!(
-            store.lookup("c1", t0 + Duration::from_secs(7)),
+            store.lookup(&cid("c1"), t0 + Duration::from_secs(7)),
             Err(LookupError::Unavailable)
         );
         store.apply(Event::Restarted(vec![]));
         assert_eq!(
-            store.lookup("c1", t0 + Duration::from_secs(7)),
+            store.lookup(&cid("c1"), t0 + Duration::from_secs(7)),
             Err(LookupError::NotFound)
         );
     }

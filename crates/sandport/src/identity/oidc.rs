@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -85,6 +85,38 @@ pub enum AppAuth {
     Anonymous,
     /// The credentials were refused as sent (ambiguous, or not verifiable yet).
     Refused(Refusal),
+}
+
+/// Why a login endpoint (`/_callback`, `/_logout`, `/_token/refresh`) refused. `error.rs`
+/// renders each with the previous edge's exact status and body.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginRefusal {
+    #[error("callback without an authorization code")]
+    MissingCode,
+    #[error("callback with an invalid or expired login state")]
+    BadLoginState,
+    #[error("the code exchange gave no ID token")]
+    NoTokens,
+    #[error("the ID token from the code exchange was refused")]
+    TokenRefused,
+    #[error("logout requested by another site")]
+    CrossSiteLogout,
+    #[error("token refresh with a method other than POST")]
+    RefreshMethod,
+    #[error("token refresh without a refresh token")]
+    NoRefreshToken,
+    /// The provider refused the refresh token: the platform cookies are cleared.
+    #[error("the provider refused the refresh: {details}")]
+    RefreshRefused {
+        details: String,
+        clear_cookies: Vec<String>,
+    },
+    #[error("the refresh answer had no ID token")]
+    RefreshNoIdToken,
+    #[error("the refreshed ID token was refused")]
+    RefreshTokenRefused,
+    #[error("the token refresh failed")]
+    RefreshFailed,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -280,13 +312,16 @@ impl Oidc {
 
     /// `/_callback`: checks the state against the login cookie, exchanges the code, verifies
     /// the ID token and its nonce, sets the platform cookies and returns to a same-origin path.
-    pub async fn callback(&self, origin: &str, query: &str, headers: &HeaderMap) -> Response<Body> {
+    pub async fn callback(
+        &self,
+        origin: &str,
+        query: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, LoginRefusal> {
         let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        let Some(code) = params.get("code") else {
-            return respond::text(StatusCode::BAD_REQUEST, "Missing authorization code\n");
-        };
+        let code = params.get("code").ok_or(LoginRefusal::MissingCode)?;
         let state = params
             .get("state")
             .and_then(|state| self.session_key.verify::<LoginState>(state));
@@ -294,39 +329,19 @@ impl Oidc {
             .find_map(|value| value.split_once('.'))
             .filter(|(nonce, _)| state.as_ref().is_some_and(|s| s.n == *nonce));
         let (Some(state), Some((nonce, verifier))) = (state, login) else {
-            return respond::text(StatusCode::BAD_REQUEST, "Invalid or expired login state\n");
+            return Err(LoginRefusal::BadLoginState);
         };
         let redirect_uri = format!("{origin}{CALLBACK_PATH}");
-        let tokens = match self
+        let tokens = self
             .provider
             .exchange_code(code, &redirect_uri, verifier)
             .await
-        {
-            Ok(tokens) => tokens,
-            Err(error) => {
+            .map_err(|error| {
                 tracing::warn!(%error, "code exchange failed");
-                return respond::text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
-            }
-        };
-        let Some(id_token) = tokens.id_token else {
-            return respond::text(StatusCode::INTERNAL_SERVER_ERROR, "Failed to get tokens\n");
-        };
-        match self.verify(&id_token, unix_now()).await {
-            Ok(verified) if verified.nonce.as_deref() == Some(nonce) => {}
-            Ok(_) => {
-                return respond::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Token verification failed\n",
-                )
-            }
-            Err(error) => {
-                tracing::warn!(%error, "ID token from the code exchange refused");
-                return respond::text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Token verification failed\n",
-                );
-            }
-        }
+                LoginRefusal::NoTokens
+            })?;
+        let id_token = tokens.id_token.ok_or(LoginRefusal::NoTokens)?;
+        self.verify_login_token(&id_token, nonce).await?;
         let mut cookies = vec![
             self.cookies
                 .set_cookie(ID_TOKEN_COOKIE, &id_token, Some(ID_COOKIE_MAX_AGE), false),
@@ -340,25 +355,36 @@ impl Oidc {
                 false,
             ));
         }
-        respond::redirect(safe_return_path(&state.r), &cookies)
+        Ok(respond::redirect(safe_return_path(&state.r), &cookies))
+    }
+
+    /// The ID token a code exchange returned must verify and carry this login's nonce.
+    async fn verify_login_token(&self, id_token: &str, nonce: &str) -> Result<(), LoginRefusal> {
+        match self.verify(id_token, unix_now()).await {
+            Ok(verified) if verified.nonce.as_deref() == Some(nonce) => Ok(()),
+            Ok(_) => Err(LoginRefusal::TokenRefused),
+            Err(error) => {
+                tracing::warn!(%error, "ID token from the code exchange refused");
+                Err(LoginRefusal::TokenRefused)
+            }
+        }
     }
 
     /// `/_logout`: clears the platform cookies and goes to the provider's logout page. Only a
     /// same-origin request (or one the user typed) may log out, so other sites cannot.
-    pub async fn logout(&self, origin: &str, headers: &HeaderMap) -> Response<Body> {
+    pub async fn logout(
+        &self,
+        origin: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, LoginRefusal> {
         let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let same_origin_post = headers
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|o| o == origin);
         if !(matches!(fetch_site, Some("same-origin" | "none")) || same_origin_post) {
-            return respond::text(StatusCode::FORBIDDEN, "Logout must come from this site\n");
+            return Err(LoginRefusal::CrossSiteLogout);
         }
-        let cookies = [
-            self.cookies.set_cookie(ID_TOKEN_COOKIE, "", Some(0), false),
-            self.cookies
-                .set_cookie(REFRESH_TOKEN_COOKIE, "", Some(0), false),
-        ];
         let location = match self
             .provider
             .endpoints()
@@ -376,54 +402,44 @@ impl Oidc {
             }
             None => "/".to_owned(),
         };
-        respond::redirect(&location, &cookies)
+        Ok(respond::redirect(&location, &self.cleared_cookies()))
+    }
+
+    /// `Set-Cookie` values that remove the platform cookies.
+    fn cleared_cookies(&self) -> Vec<String> {
+        vec![
+            self.cookies.set_cookie(ID_TOKEN_COOKIE, "", Some(0), false),
+            self.cookies
+                .set_cookie(REFRESH_TOKEN_COOKIE, "", Some(0), false),
+        ]
     }
 
     /// `/_token/refresh` (POST): the previous edge's JSON contract.
-    pub async fn refresh_endpoint(&self, method: &Method, headers: &HeaderMap) -> Response<Body> {
+    pub async fn refresh_endpoint(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, LoginRefusal> {
         if method != Method::POST {
-            let mut response = respond::json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                r#"{"error":"Method not allowed"}"#,
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
+            return Err(LoginRefusal::RefreshMethod);
         }
-        let Some(refresh_token) = cookie_values(headers, REFRESH_TOKEN_COOKIE).next() else {
-            return respond::json(
-                StatusCode::UNAUTHORIZED,
-                r#"{"error":"No refresh token available"}"#,
-            );
-        };
+        let refresh_token = cookie_values(headers, REFRESH_TOKEN_COOKIE)
+            .next()
+            .ok_or(LoginRefusal::NoRefreshToken)?;
         match self.refresh_tokens(refresh_token, unix_now()).await {
             Ok((_, cookies)) => {
                 let body = format!(r#"{{"success":true,"expiresIn":{ID_COOKIE_MAX_AGE}}}"#);
-                respond::with_cookies(respond::json(StatusCode::OK, body), &cookies)
+                Ok(respond::with_cookies(respond::json_ok(body), &cookies))
             }
             Err(RefreshError::Provider(FetchError::Refused { error, description })) => {
-                let details = serde_json::Value::String(description.unwrap_or(error));
-                let body = format!(r#"{{"error":"Token refresh failed","details":{details}}}"#);
-                let cleared = [
-                    self.cookies.set_cookie(ID_TOKEN_COOKIE, "", Some(0), false),
-                    self.cookies
-                        .set_cookie(REFRESH_TOKEN_COOKIE, "", Some(0), false),
-                ];
-                respond::with_cookies(respond::json(StatusCode::UNAUTHORIZED, body), &cleared)
+                Err(LoginRefusal::RefreshRefused {
+                    details: description.unwrap_or(error),
+                    clear_cookies: self.cleared_cookies(),
+                })
             }
-            Err(RefreshError::NoIdToken) => respond::json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"error":"No id_token in refresh response"}"#,
-            ),
-            Err(RefreshError::Verification(_)) => respond::json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"error":"Token verification failed after refresh"}"#,
-            ),
-            Err(RefreshError::Provider(_)) => respond::json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"error":"Token refresh failed"}"#,
-            ),
+            Err(RefreshError::NoIdToken) => Err(LoginRefusal::RefreshNoIdToken),
+            Err(RefreshError::Verification(_)) => Err(LoginRefusal::RefreshTokenRefused),
+            Err(RefreshError::Provider(_)) => Err(LoginRefusal::RefreshFailed),
         }
     }
 

@@ -42,6 +42,39 @@ fn check_config_names_the_bad_key() {
     assert!(stderr.contains("/nonexistent/sandport.toml"), "{stderr}");
 }
 
+#[test]
+fn secret_files_are_checked_by_check_config_and_serve_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "too-short\n").unwrap();
+    let cases = [
+        (
+            format!("token_file = {short:?}"),
+            "identity.token_file",
+            "shorter than 16",
+        ),
+        (
+            "assertion_key_file = \"/nonexistent/key\"".to_owned(),
+            "identity.assertion_key_file",
+            "cannot read /nonexistent/key",
+        ),
+    ];
+    for (line, key, reason) in cases {
+        let (_config_dir, path) = write(&format!("[identity]\n{line}\n"));
+        for command in [
+            &["check-config", path.as_str()][..],
+            &["serve", "--config", &path],
+        ] {
+            let (code, _, stderr) = sandport(command);
+            assert_eq!(code, 64, "{command:?} {line}: {stderr}");
+            assert!(
+                stderr.contains(key) && stderr.contains(reason),
+                "{command:?}: {stderr}"
+            );
+        }
+    }
+}
+
 const STATIC: &str = "[routing]\nbase_domain = \"example.com\"\n[discovery]\nbackend = \"static\"\n\
 [[discovery.sandboxes]]\nconversation_id = \"7c15e423fbd44f8f8bf483a481daa4d9\"\nuser_id = \"alice\"\naddress = \"10.1.2.3\"\nname = \"dev\"\n";
 
