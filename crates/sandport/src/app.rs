@@ -26,150 +26,213 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let metrics_handle = metrics::install()?;
-    let listen = config.listen_addr()?;
-    let admin_addr = config.admin_addr()?;
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
         _ => None,
     };
-    let authenticator = authenticator(&config, &secrets)?;
-    let identity_cancel = CancellationToken::new();
-    let jwks = match &authenticator {
-        Authenticator::Oidc(oidc) => {
-            tokio::spawn(Arc::clone(&oidc.jwks).run(identity_cancel.clone()));
-            Some(Arc::clone(&oidc.jwks))
-        }
-        _ => None,
-    };
-    let assertion_key = secrets
-        .assertion_key
-        .map(|secret| SigningKey::new(&Secret::new(secret)));
+    let identity = Identity::start(&config, &secrets)?;
     let store = Arc::new(Store::new(Duration::from_secs(
         config.discovery.max_staleness_secs,
     )));
     let discovery_cancel = CancellationToken::new();
     spawn_discovery(&config, &store, &discovery_cancel);
-
-    let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        count => count,
-    };
-    let listener = server::bind(listen)
-        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-    let admin_listener = TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
+    let (listener, admin_listener) = bind_listeners(&config).await?;
     let (listen, admin_addr) = (listener.local_addr()?, admin_listener.local_addr()?);
-    if let Authenticator::Token(auth) = &authenticator {
-        if config.identity.token.is_none() && config.identity.token_file.is_none() {
-            announce_token(&config, listen.port(), auth.token.expose());
-        }
-    }
-    let tunnels = tokio_util::task::TaskTracker::new();
-    let tunnel_cancel = CancellationToken::new();
+    identity.announce_generated_token(&config, listen.port());
+    let tunnels = Tunnels::default();
+    let assertion_key = secrets
+        .assertion_key
+        .map(|key| SigningKey::new(&Secret::new(key)));
     let make_gateway = gateway_factory(
         &config,
         address_policy(&config, [listen, admin_addr]),
-        Arc::new(authenticator),
+        (Arc::clone(&identity.authenticator), assertion_key),
         &store,
-        assertion_key,
-        (tunnels.clone(), tunnel_cancel.clone()),
+        &tunnels,
     )?;
-    let admin = Arc::new(Admin {
-        store: Arc::clone(&store),
-        metrics: metrics_handle.clone(),
-        jwks,
-        draining: false.into(),
-        log_lines_dropped: crate::telemetry::dropped_lines,
-    });
-    let admin_stop = CancellationToken::new();
-    tokio::spawn(admin::serve(
-        admin_listener,
-        Arc::clone(&admin),
-        admin_stop.clone(),
-    ));
+    let (admin, admin_stop) = start_admin(admin_listener, &store, &metrics_handle, &identity);
     spawn_metrics_upkeep(metrics_handle);
-
-    let signals = server::Shutdown::default();
-    let server_config = server::Config {
-        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
-        max_connections: config.server.max_connections,
-    };
-    let stopped = CancellationToken::new();
-    let (worker_handles, threads) = server::spawn_workers(
-        workers,
-        make_gateway,
-        &server_config,
-        tls.clone(),
-        &signals,
-        &stopped,
-    )?;
-    let mut acceptor = tokio::spawn(server::accept(
-        listener,
-        worker_handles,
-        server_config.max_connections,
-        signals.clone(),
-    ));
-    tracing::info!(%listen, admin = %admin_addr, workers, tls = tls.is_some(), "sandport listening");
-    // The acceptor ends on its own only when it cannot go on (the listener failed, no worker
-    // is left): then the process drains and exits with an error rather than stay up deaf.
-    let acceptor_failed = tokio::select! {
-        () = shutdown_signal => false,
-        _ = &mut acceptor => {
-            tracing::error!("the acceptor stopped; shutting down");
-            true
-        }
-    };
-
-    drain(
-        Duration::from_secs(config.server.shutdown_grace_secs),
-        &admin,
-        &signals,
-        (&tunnels, &tunnel_cancel),
-        &stopped,
-        threads,
-    )
-    .await;
+    let mut serving = Serving::start(&config, make_gateway, tls.clone(), listener)?;
+    tracing::info!(%listen, admin = %admin_addr, workers = serving.workers, tls = tls.is_some(), "sandport listening");
+    let acceptor_failed = serving.until(shutdown_signal).await;
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    drain(grace, &admin, serving, &tunnels).await;
     discovery_cancel.cancel();
-    identity_cancel.cancel();
+    identity.cancel.cancel();
     admin_stop.cancel();
     tracing::info!("stopped");
     anyhow::ensure!(!acceptor_failed, "the acceptor stopped before shutdown");
     Ok(())
 }
 
+/// The identity mode and what keeps it current (the JWKS refresher in OIDC mode).
+struct Identity {
+    authenticator: Arc<Authenticator>,
+    jwks: Option<Arc<jwks::Jwks>>,
+    cancel: CancellationToken,
+}
+
+impl Identity {
+    fn start(config: &FileConfig, secrets: &Secrets) -> anyhow::Result<Self> {
+        let authenticator = authenticator(config, secrets)?;
+        let cancel = CancellationToken::new();
+        let jwks = match &authenticator {
+            Authenticator::Oidc(oidc) => {
+                tokio::spawn(Arc::clone(&oidc.jwks).run(cancel.clone()));
+                Some(Arc::clone(&oidc.jwks))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            authenticator: Arc::new(authenticator),
+            jwks,
+            cancel,
+        })
+    }
+
+    /// A token sandport generated itself is printed once, or nobody could use it.
+    fn announce_generated_token(&self, config: &FileConfig, port: u16) {
+        if let Authenticator::Token(auth) = &*self.authenticator {
+            if config.identity.token.is_none() && config.identity.token_file.is_none() {
+                announce_token(config, port, auth.token.expose());
+            }
+        }
+    }
+}
+
+/// The admin listener's server (health, readiness, metrics), stopped by the token returned.
+fn start_admin(
+    listener: TcpListener,
+    store: &Arc<Store>,
+    metrics_handle: &metrics_exporter_prometheus::PrometheusHandle,
+    identity: &Identity,
+) -> (Arc<Admin>, CancellationToken) {
+    let admin = Arc::new(Admin {
+        store: Arc::clone(store),
+        metrics: metrics_handle.clone(),
+        jwks: identity.jwks.clone(),
+        draining: false.into(),
+        log_lines_dropped: crate::telemetry::dropped_lines,
+    });
+    let stop = CancellationToken::new();
+    tokio::spawn(admin::serve(listener, Arc::clone(&admin), stop.clone()));
+    (admin, stop)
+}
+
+/// The client and admin listeners, bound before anything is served.
+async fn bind_listeners(
+    config: &FileConfig,
+) -> anyhow::Result<(std::net::TcpListener, TcpListener)> {
+    let (listen, admin_addr) = (config.listen_addr()?, config.admin_addr()?);
+    let listener = server::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
+    Ok((listener, admin_listener))
+}
+
+/// WebSocket tunnels outlive their requests: tracked for the drain, cancelled at its end.
+#[derive(Default)]
+struct Tunnels {
+    tracker: tokio_util::task::TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// `server.workers`, where 0 means one per available core.
+fn worker_count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        count => count,
+    }
+}
+
+/// The worker threads and the acceptor feeding them.
+struct Serving {
+    workers: usize,
+    signals: server::Shutdown,
+    stopped: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    fn start(
+        config: &FileConfig,
+        make_gateway: Arc<dyn Fn() -> Gateway + Send + Sync>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        listener: std::net::TcpListener,
+    ) -> anyhow::Result<Self> {
+        let workers = worker_count(config.server.workers);
+        let server_config = server::Config {
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            max_connections: config.server.max_connections,
+        };
+        let (signals, stopped) = (server::Shutdown::default(), CancellationToken::new());
+        let (handles, threads) = server::spawn_workers(
+            workers,
+            make_gateway,
+            &server_config,
+            tls,
+            &signals,
+            &stopped,
+        )?;
+        let acceptor = tokio::spawn(server::accept(
+            listener,
+            handles,
+            server_config.max_connections,
+            signals.clone(),
+        ));
+        Ok(Self {
+            workers,
+            signals,
+            stopped,
+            threads,
+            acceptor,
+        })
+    }
+
+    /// Serves until `shutdown_signal`; true when the acceptor ended first. It ends on its own
+    /// only when it cannot go on (the listener failed, no worker is left): then the process
+    /// drains and exits with an error rather than stay up deaf.
+    async fn until(&mut self, shutdown_signal: impl Future<Output = ()>) -> bool {
+        tokio::select! {
+            () = shutdown_signal => false,
+            _ = &mut self.acceptor => {
+                tracing::error!("the acceptor stopped; shutting down");
+                true
+            }
+        }
+    }
+}
+
 /// The drain: stop accepting, let connections and tunnels finish within `grace`, then close
 /// what is left and join the worker threads.
-async fn drain(
-    grace: Duration,
-    admin: &Admin,
-    signals: &server::Shutdown,
-    (tunnels, tunnel_cancel): (&tokio_util::task::TaskTracker, &CancellationToken),
-    stopped: &CancellationToken,
-    threads: Vec<std::thread::JoinHandle<()>>,
-) {
+async fn drain(grace: Duration, admin: &Admin, serving: Serving, tunnels: &Tunnels) {
     tracing::info!(grace_secs = grace.as_secs(), "draining");
     admin.draining.store(true, Ordering::Relaxed);
+    let signals = &serving.signals;
     signals.shutdown.cancel();
     signals.connections.close();
-    tunnels.close();
+    tunnels.tracker.close();
     let drained = tokio::time::timeout(grace, async {
         signals.connections.wait().await;
-        tunnels.wait().await;
+        tunnels.tracker.wait().await;
     })
     .await
     .is_ok();
     if !drained {
         tracing::warn!(
             connections = signals.connections.len(),
-            tunnels = tunnels.len(),
+            tunnels = tunnels.tracker.len(),
             "grace period over; closing what is still open"
         );
     }
-    tunnel_cancel.cancel();
+    tunnels.cancel.cancel();
     signals.hard_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.wait()).await;
-    stopped.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tunnels.tracker.wait()).await;
+    serving.stopped.cancel();
+    let threads = serving.threads;
     let _ = tokio::task::spawn_blocking(move || {
         for thread in threads {
             let _ = thread.join();
@@ -194,11 +257,11 @@ fn spawn_metrics_upkeep(metrics_handle: metrics_exporter_prometheus::PrometheusH
 fn gateway_factory(
     config: &FileConfig,
     address_policy: discovery::AddressPolicy,
-    authenticator: Arc<Authenticator>,
+    (authenticator, assertion_key): (Arc<Authenticator>, Option<SigningKey>),
     store: &Arc<Store>,
-    assertion_key: Option<SigningKey>,
-    (tunnels, tunnel_cancel): (tokio_util::task::TaskTracker, CancellationToken),
+    tunnels: &Tunnels,
 ) -> anyhow::Result<Arc<dyn Fn() -> Gateway + Send + Sync>> {
+    let (tunnels, tunnel_cancel) = (tunnels.tracker.clone(), tunnels.cancel.clone());
     let routing = routing::Config {
         runtime_domain: config.routing.effective_runtime_domain(),
     };

@@ -24,7 +24,7 @@ use crate::discovery::{self, Store};
 use crate::edge;
 use crate::error::{ProxyError, RequestKind, Upstream};
 use crate::identity::oidc::{self, unix_now};
-use crate::identity::{session, Authentication, Authenticator, HostKind, Principal, TOKEN_COOKIE};
+use crate::identity::{session, Authentication, Authenticator, HostKind, Principal};
 use crate::metrics;
 use crate::respond;
 use crate::rewrite;
@@ -87,6 +87,46 @@ struct Record {
     decision: &'static str,
 }
 
+impl Record {
+    /// The route, conversation and port, from the parsed target.
+    fn describe(&mut self, target: &Target) {
+        let Target::Runtime(runtime) = target else {
+            return;
+        };
+        self.route = match runtime.form {
+            routing::Form::Path => "runtime_path",
+            routing::Form::Host => "runtime_host",
+        };
+        if self.log {
+            self.conversation = Some(runtime.conversation.to_string());
+        }
+        self.port = Some(runtime.port);
+    }
+
+    fn caller(&mut self, principal: Option<&Principal>) {
+        if self.log {
+            self.user = principal.map(|p| p.user_id.to_string());
+        }
+    }
+
+    /// The access-log line (target `sandport::access`).
+    fn write(&self, method: &http::Method, status: StatusCode, elapsed: Duration) {
+        tracing::info!(
+            target: "sandport::access",
+            method = %method,
+            route = self.route,
+            conversation = self.conversation.as_deref().unwrap_or("-"),
+            port = self.port.unwrap_or(0),
+            upstream = self.upstream.as_deref().unwrap_or("-"),
+            user = self.user.as_deref().unwrap_or("-"),
+            decision = self.decision,
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
 /// What the phases of one request share, parsed once.
 struct Context {
     method: http::Method,
@@ -100,11 +140,11 @@ struct Context {
     websocket: bool,
 }
 
-/// The caller after authentication: known (or anonymous) with cookies to refresh, or already
-/// answered.
+/// The caller after authentication: known (or anonymous) with cookies to refresh, or a token
+/// in the query that a redirect moves into a cookie.
 enum Caller {
     Known(Option<Principal>, Vec<String>),
-    Answered(Response<Body>),
+    TokenInQuery { location: String },
 }
 
 /// The public host of a request: the authority as sent, and its lowercased host name.
@@ -136,22 +176,9 @@ impl Gateway {
                 error.into_response(kind)
             }
         };
-        let status = response.status();
         self.metrics
-            .request(record.route, metrics::status_label(status));
-        tracing::info!(
-            target: "sandport::access",
-            method = %method,
-            route = record.route,
-            conversation = record.conversation.as_deref().unwrap_or("-"),
-            port = record.port.unwrap_or(0),
-            upstream = record.upstream.as_deref().unwrap_or("-"),
-            user = record.user.as_deref().unwrap_or("-"),
-            decision = record.decision,
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
+            .request(record.route, metrics::status_label(response.status()));
+        record.write(&method, response.status(), started.elapsed());
         response
     }
 
@@ -165,25 +192,20 @@ impl Gateway {
         record: &mut Record,
     ) -> Result<Response<Body>, ProxyError> {
         let context = self.parse(&request, record)?;
-        if let Some(response) = self
-            .own_endpoint(
-                &request,
-                &context.target,
-                &context.host,
-                &context.path_and_query,
-                &context.app_origin,
-            )
-            .await?
-        {
+        record.describe(&context.target);
+        if let Some(response) = self.own_endpoint(&request, &context).await? {
             record.decision = "sandport_endpoint";
             return Ok(response);
         }
         self.check_origin(&request, &context)?;
-        let (principal, refreshed) =
-            match self.authenticate(&request, &context, peer, record).await? {
-                Caller::Known(principal, refreshed) => (principal, refreshed),
-                Caller::Answered(response) => return Ok(response),
-            };
+        let (principal, refreshed) = match self.authenticate(&request, &context, peer).await? {
+            Caller::Known(principal, refreshed) => (principal, refreshed),
+            Caller::TokenInQuery { location } => {
+                record.decision = "token_redirect";
+                return self.token_redirect(&location);
+            }
+        };
+        record.caller(principal.as_ref());
         let response = match &context.target {
             Target::Runtime(target) => {
                 Box::pin(self.runtime(request, &context, target, principal, peer, record)).await?
@@ -209,25 +231,15 @@ impl Gateway {
             routing::parse(&self.routing, &host.name, &path_and_query).inspect_err(|_| {
                 record.route = "runtime_path";
             })?;
-        let on_runtime_host =
-            matches!(&target, Target::Runtime(t) if t.form == routing::Form::Host);
-        let app_origin = self.rewrite.app_origin(host.port);
-        // One rule for upgrades, decided here: a WebSocket opens with GET (RFC 6455 §4.1);
-        // any other method asking for one is malformed, not a plain request.
-        let websocket = headers::is_websocket_upgrade(request.headers());
-        if websocket && request.method() != http::Method::GET {
-            return Err(ProxyError::BadRequest(
-                "WebSocket upgrade with a method other than GET",
-            ));
-        }
+        let websocket = websocket_upgrade(request)?;
         Ok(Context {
             method: request.method().clone(),
             websocket,
+            on_runtime_host: matches!(&target, Target::Runtime(t) if t.form == routing::Form::Host),
+            app_origin: self.rewrite.app_origin(host.port),
             host,
             path_and_query,
             target,
-            on_runtime_host,
-            app_origin,
         })
     }
 
@@ -260,46 +272,35 @@ impl Gateway {
         Ok(())
     }
 
-    /// Settles who is calling, or answers on the spot (a token in the query is moved to a
-    /// cookie by a redirect).
+    /// Settles who is calling: a principal (or nobody) with cookies to refresh, or a token
+    /// in the query to move into a cookie.
     async fn authenticate(
         &self,
         request: &Request<Incoming>,
         context: &Context,
         peer: &Peer,
-        record: &mut Record,
     ) -> Result<Caller, ProxyError> {
         let host_kind = if context.on_runtime_host {
             HostKind::Runtime(&context.host.name)
         } else {
             HostKind::App
         };
-        let (principal, refreshed) = match self
-            .authenticator
-            .authenticate(
-                request.headers(),
-                &context.path_and_query,
-                peer.ip,
-                host_kind,
-            )
-            .await
-        {
-            Authentication::TokenInQuery { location } => {
-                record.decision = "token_redirect";
-                return Ok(Caller::Answered(self.token_redirect(&location)?));
-            }
-            Authentication::Authenticated(principal) => (Some(principal), Vec::new()),
+        let authentication = self.authenticator.authenticate(
+            request.headers(),
+            &context.path_and_query,
+            peer.ip,
+            host_kind,
+        );
+        Ok(match authentication.await {
+            Authentication::TokenInQuery { location } => Caller::TokenInQuery { location },
+            Authentication::Authenticated(principal) => Caller::Known(Some(principal), Vec::new()),
             Authentication::Refreshed {
                 principal,
                 set_cookies,
-            } => (Some(principal), set_cookies),
-            Authentication::Anonymous => (None, Vec::new()),
+            } => Caller::Known(Some(principal), set_cookies),
+            Authentication::Anonymous => Caller::Known(None, Vec::new()),
             Authentication::Refused(refusal) => return Err(ProxyError::Credentials(refusal)),
-        };
-        if record.log {
-            record.user = principal.as_ref().map(|p| p.user_id.to_string());
-        }
-        Ok(Caller::Known(principal, refreshed))
+        })
     }
 
     /// A runtime target: the owner's sandbox, forwarded to and shaped.
@@ -312,14 +313,6 @@ impl Gateway {
         peer: &Peer,
         record: &mut Record,
     ) -> Result<Response<Body>, ProxyError> {
-        record.route = match target.form {
-            routing::Form::Path => "runtime_path",
-            routing::Form::Host => "runtime_host",
-        };
-        if record.log {
-            record.conversation = Some(target.conversation.to_string());
-        }
-        record.port = Some(target.port);
         let Some(principal) = principal else {
             return Box::pin(self.unauthenticated(&request, context, context.on_runtime_host))
                 .await;
@@ -383,33 +376,31 @@ impl Gateway {
     async fn own_endpoint(
         &self,
         request: &Request<Incoming>,
-        target: &Target,
-        host: &PublicHost,
-        path_and_query: &str,
-        app_origin: &str,
+        context: &Context,
     ) -> Result<Option<Response<Body>>, ProxyError> {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
+        let (path, query) = split_query(&context.path_and_query);
         let oidc = match &*self.authenticator {
             Authenticator::Oidc(oidc) => Some(oidc.as_ref()),
             _ => None,
         };
-        match (target, oidc) {
-            (Target::Runtime(runtime), _) if runtime.form == routing::Form::Host => {
-                let preflight = edge::preflight(request.method(), request.headers(), app_origin);
-                Ok(preflight.or_else(|| match oidc {
-                    Some(oidc) if path == oidc::RUNTIME_SESSION_PATH => {
-                        Some(redeem_runtime_session(oidc, query, &host.name))
-                    }
-                    _ => None,
-                }))
+        match (&context.target, oidc) {
+            (Target::Runtime(_), _) if context.on_runtime_host => {
+                let (method, headers) = (request.method(), request.headers());
+                if let Some(preflight) = edge::preflight(method, headers, &context.app_origin) {
+                    return Ok(Some(preflight));
+                }
+                match oidc {
+                    Some(oidc) if path == oidc::RUNTIME_SESSION_PATH => oidc
+                        .redeem_runtime_session(query, &context.host.name)
+                        .map(Some)
+                        .ok_or(ProxyError::Unauthenticated),
+                    _ => Ok(None),
+                }
             }
             (Target::Runtime(_), _) => Ok(None),
             (Target::App, None) => own_asset(path),
             (Target::App, Some(oidc)) => {
-                let origin = self.public_origin(host);
-                Box::pin(self.login_endpoint(oidc, request, &origin, path_and_query)).await
+                Box::pin(self.login_endpoint(oidc, request, context)).await
             }
         }
     }
@@ -419,22 +410,18 @@ impl Gateway {
         &self,
         oidc: &oidc::Oidc,
         request: &Request<Incoming>,
-        origin: &str,
-        path_and_query: &str,
+        context: &Context,
     ) -> Result<Option<Response<Body>>, ProxyError> {
-        let (path, query) = path_and_query
-            .split_once('?')
-            .unwrap_or((path_and_query, ""));
-        let headers = request.headers();
+        let (path, query) = split_query(&context.path_and_query);
+        let (origin, headers) = (self.public_origin(&context.host), request.headers());
         let response = match path {
-            oidc::CALLBACK_PATH => Box::pin(oidc.callback(origin, query, headers)).await?,
-            oidc::LOGOUT_PATH => Box::pin(oidc.logout(origin, headers)).await?,
+            oidc::CALLBACK_PATH => Box::pin(oidc.callback(&origin, query, headers)).await?,
+            oidc::LOGOUT_PATH => Box::pin(oidc.logout(&origin, headers)).await?,
             oidc::REFRESH_PATH => {
                 Box::pin(oidc.refresh_endpoint(request.method(), headers)).await?
             }
             oidc::RUNTIME_AUTH_PATH => {
-                let start =
-                    self.start_runtime_session(oidc, request, origin, path_and_query, query);
+                let start = self.start_runtime_session(oidc, headers, &origin, context);
                 Box::pin(start).await?
             }
             _ => return own_asset(path),
@@ -442,34 +429,25 @@ impl Gateway {
         Ok(Some(response))
     }
 
-    /// On the app host: a logged-in owner gets a one-time code for the runtime host named in
-    /// `?host=`, and is sent back there to redeem it.
+    /// On the app host: a logged-in owner of the runtime host named in `?host=` gets a
+    /// one-time code for it and is sent back there to redeem it; others log in first.
     async fn start_runtime_session(
         &self,
         oidc: &oidc::Oidc,
-        request: &Request<Incoming>,
+        headers: &http::HeaderMap,
         origin: &str,
-        path_and_query: &str,
-        query: &str,
+        context: &Context,
     ) -> Result<Response<Body>, ProxyError> {
-        let principal = match oidc.authenticate(request.headers()).await {
+        let principal = match oidc.authenticate(headers).await {
             oidc::AppAuth::Authenticated { principal, .. } => principal,
             oidc::AppAuth::Anonymous => {
-                return Ok(oidc.login_redirect(origin, path_and_query).await?)
+                return Ok(oidc.login_redirect(origin, &context.path_and_query).await?)
             }
             oidc::AppAuth::Refused(refusal) => return Err(ProxyError::Credentials(refusal)),
         };
-        let params: std::collections::HashMap<String, String> =
-            form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect();
-        let runtime_authority = params.get("host").map(String::as_str).unwrap_or_default();
-        let runtime_name = runtime_authority
-            .rsplit_once(':')
-            .map_or(runtime_authority, |(name, _)| name)
-            .to_ascii_lowercase();
+        let auth = oidc::RuntimeAuth::parse(split_query(&context.path_and_query).1);
         let (conversation, port) =
-            routing::parse_runtime_host(&self.routing.runtime_domain, &runtime_name)
+            routing::parse_runtime_host(&self.routing.runtime_domain, &auth.host_name)
                 .ok_or(ProxyError::BadRequest("not a runtime host"))?;
         let target = routing::RuntimeTarget {
             form: routing::Form::Host,
@@ -477,19 +455,9 @@ impl Gateway {
             port,
             upstream_target: "/".into(),
         };
+        // The code is issued only to the sandbox's owner, as any request to it would be.
         self.resolve(&principal, &target)?;
-        let code = oidc.issue_runtime_code(&principal, &runtime_name);
-        let return_to = oidc::safe_return_path(params.get("rd").map_or("/", String::as_str));
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("code", &code)
-            .append_pair("rd", return_to)
-            .finish();
-        let location = format!(
-            "{}://{runtime_authority}{}?{query}",
-            self.external_scheme,
-            oidc::RUNTIME_SESSION_PATH
-        );
-        Ok(respond::redirect(&location, &[]))
+        Ok(oidc.runtime_session_redirect(&principal, &auth, self.external_scheme))
     }
 
     /// No principal: browsers navigating are sent to log in (OIDC mode); everything else gets
@@ -500,34 +468,24 @@ impl Gateway {
         context: &Context,
         on_runtime_host: bool,
     ) -> Result<Response<Body>, ProxyError> {
-        let (host, path_and_query, app_origin) = (
-            &context.host,
-            context.path_and_query.as_str(),
-            &context.app_origin,
-        );
         let Authenticator::Oidc(oidc) = &*self.authenticator else {
             return Err(ProxyError::Unauthenticated);
         };
         let navigation = request.method() == http::Method::GET
             && RequestKind::of(request.headers()).navigation
             && !context.websocket;
-        if !navigation {
-            return Err(if on_runtime_host {
-                ProxyError::Unauthenticated
-            } else {
-                ProxyError::LoginRequired
-            });
+        match (navigation, on_runtime_host) {
+            (false, true) => Err(ProxyError::Unauthenticated),
+            (false, false) => Err(ProxyError::LoginRequired),
+            // The runtime host has no login of its own: the app host starts its session.
+            (true, true) => Ok(respond::redirect(&runtime_auth_location(context), &[])),
+            (true, false) => {
+                let origin = self.public_origin(&context.host);
+                Ok(oidc
+                    .login_redirect(&origin, &context.path_and_query)
+                    .await?)
+            }
         }
-        if on_runtime_host {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("host", &host.authority)
-                .append_pair("rd", path_and_query)
-                .finish();
-            let location = format!("{app_origin}{}?{query}", oidc::RUNTIME_AUTH_PATH);
-            return Ok(respond::redirect(&location, &[]));
-        }
-        let origin = self.public_origin(host);
-        Ok(oidc.login_redirect(&origin, path_and_query).await?)
     }
 
     /// Looks up the sandbox, checks ownership and picks the container address and port.
@@ -575,26 +533,23 @@ impl Gateway {
         let upstream = destination.upstream();
         let upstream_request = self.upstream_request(request, uri, destination, context, peer)?;
         let started = Instant::now();
-        let mut response = forward::send(
+        let send = forward::send(
             &self.client,
             authority,
             upstream_request,
             self.idle_timeout,
             &upstream,
-        )
-        .await?;
-        self.metrics.upstream(
-            matches!(upstream, Upstream::App),
-            started.elapsed().as_secs_f64(),
         );
+        let mut response = send.await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics
+            .upstream(matches!(upstream, Upstream::App), elapsed);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
-            let Some(downstream_upgrade) = downstream_upgrade else {
-                return Err(ProxyError::UpstreamFailed {
-                    upstream,
-                    source: "upstream switched protocols unasked".into(),
-                });
-            };
+            let downstream_upgrade = downstream_upgrade.ok_or(ProxyError::UpstreamFailed {
+                upstream,
+                source: "upstream switched protocols unasked".into(),
+            })?;
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             upgrade::spawn_tunnel(
                 downstream_upgrade,
@@ -659,17 +614,24 @@ impl Gateway {
         let Authenticator::Token(auth) = &*self.authenticator else {
             return Err(ProxyError::Unauthenticated);
         };
-        let secure = if self.external_scheme.is_https() {
-            "; Secure"
-        } else {
-            ""
-        };
-        let cookie = format!(
-            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}{}",
-            auth.token.expose(),
-            self.token_cookie_domain()
-        );
+        let cookie = auth.cookie(self.external_scheme.is_https(), self.token_cookie_domain());
         Ok(respond::redirect(location, &[cookie]))
+    }
+
+    /// Token mode: when runtime hosts live under the base domain (and it has a dot and is not
+    /// an IP address: neither can carry cookies to subdomains), one cookie on the base domain
+    /// serves the app and every runtime host, so the app's pages can call their runtimes
+    /// (WebSocket, fetch) as same-site requests. sandport strips it before forwarding,
+    /// sandbox responses cannot set it, and it is HttpOnly.
+    fn token_cookie_domain(&self) -> Option<&str> {
+        let base = &self.rewrite.base_domain;
+        let covers_runtimes = self
+            .routing
+            .runtime_domain
+            .strip_suffix(base.as_str())
+            .is_some_and(|prefix| prefix.ends_with('.'));
+        let is_ip = base.parse::<IpAddr>().is_ok();
+        (covers_runtimes && base.contains('.') && !is_ip).then_some(base.as_str())
     }
 }
 
@@ -684,43 +646,33 @@ fn own_asset(path: &str) -> Result<Option<Response<Body>>, ProxyError> {
     }
 }
 
-/// On a runtime host: redeems a one-time code into a runtime-session cookie.
-fn redeem_runtime_session(oidc: &oidc::Oidc, query: &str, host_name: &str) -> Response<Body> {
-    let params: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-    let principal = params
-        .get("code")
-        .and_then(|code| oidc.redeem_runtime_code(code, host_name));
-    let cookie = principal
-        .as_ref()
-        .and_then(|principal| oidc.runtime_session_cookie(principal, host_name));
-    match cookie {
-        Some(cookie) => {
-            let return_to = oidc::safe_return_path(params.get("rd").map_or("/", String::as_str));
-            respond::redirect(return_to, &[cookie])
-        }
-        None => ProxyError::Unauthenticated.into_response(RequestKind::default()),
-    }
+/// `/_sandport/runtime-auth` on the app host, naming this runtime host and the page to
+/// return to.
+fn runtime_auth_location(context: &Context) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("host", &context.host.authority)
+        .append_pair("rd", &context.path_and_query)
+        .finish();
+    format!("{}{}?{query}", context.app_origin, oidc::RUNTIME_AUTH_PATH)
 }
 
-impl Gateway {
-    /// Token mode: when runtime hosts live under the base domain (and it has a dot and is not
-    /// an IP address: neither can carry cookies to subdomains), one cookie on the base domain serves the
-    /// app and every runtime host, so the app's pages can call their runtimes (WebSocket,
-    /// fetch) as same-site requests. sandport strips it before forwarding, sandbox responses
-    /// cannot set it, and it is HttpOnly.
-    fn token_cookie_domain(&self) -> String {
-        let base = &self.rewrite.base_domain;
-        let covers_runtimes = self.routing.runtime_domain.ends_with(&format!(".{base}"));
-        let is_ip = base.parse::<IpAddr>().is_ok();
-        if covers_runtimes && base.contains('.') && !is_ip {
-            format!("; Domain={base}")
-        } else {
-            String::new()
-        }
+/// A path-and-query split at its first `?`.
+fn split_query(path_and_query: &str) -> (&str, &str) {
+    path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""))
+}
+
+/// One rule for upgrades, decided at parse: a WebSocket opens with GET (RFC 6455 §4.1); any
+/// other method asking for one is malformed, not a plain request.
+fn websocket_upgrade<B>(request: &Request<B>) -> Result<bool, ProxyError> {
+    let websocket = headers::is_websocket_upgrade(request.headers());
+    if websocket && request.method() != http::Method::GET {
+        return Err(ProxyError::BadRequest(
+            "WebSocket upgrade with a method other than GET",
+        ));
     }
+    Ok(websocket)
 }
 
 /// Finds the one canonical authority of a request: the `:authority` (HTTP/2, or an HTTP/1

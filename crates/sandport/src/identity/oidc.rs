@@ -443,6 +443,39 @@ impl Oidc {
         }
     }
 
+    /// On the app host, for an owner of the runtime host `auth` names: a redirect there with
+    /// a fresh one-time code to redeem.
+    pub fn runtime_session_redirect(
+        &self,
+        principal: &Principal,
+        auth: &RuntimeAuth,
+        scheme: impl std::fmt::Display,
+    ) -> Response<Body> {
+        let code = self.issue_runtime_code(principal, &auth.host_name);
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("code", &code)
+            .append_pair("rd", &auth.return_to)
+            .finish();
+        let location = format!(
+            "{scheme}://{}{RUNTIME_SESSION_PATH}?{query}",
+            auth.authority
+        );
+        respond::redirect(&location, &[])
+    }
+
+    /// On a runtime host: redeems the one-time code in `query` into a runtime-session cookie
+    /// and returns to the page the login started from. `None` when the code is not valid for
+    /// this host.
+    pub fn redeem_runtime_session(&self, query: &str, host_name: &str) -> Option<Response<Body>> {
+        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let principal = self.redeem_runtime_code(params.get("code")?, host_name)?;
+        let cookie = self.runtime_session_cookie(&principal, host_name)?;
+        let return_to = safe_return_path(params.get("rd").map_or("/", String::as_str));
+        Some(respond::redirect(return_to, &[cookie]))
+    }
+
     /// Issues a one-time code for `principal` to start a session on `runtime_host`.
     pub fn issue_runtime_code(&self, principal: &Principal, runtime_host: &str) -> String {
         let code = random_token();
@@ -510,6 +543,35 @@ enum RefreshError {
     NoIdToken,
     #[error("refreshed token refused: {0}")]
     Verification(TokenError),
+}
+
+/// What `/_sandport/runtime-auth?host=…&rd=…` asks for: a session on the runtime host
+/// `authority` (as the browser spells it), returning to `return_to` there.
+#[derive(Debug)]
+pub struct RuntimeAuth {
+    pub authority: String,
+    /// `authority` without its port, lowercased.
+    pub host_name: String,
+    return_to: String,
+}
+
+impl RuntimeAuth {
+    pub fn parse(query: &str) -> Self {
+        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let authority = params.get("host").cloned().unwrap_or_default();
+        let host_name = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(name, _)| name)
+            .to_ascii_lowercase();
+        let return_to = safe_return_path(params.get("rd").map_or("/", String::as_str)).to_owned();
+        Self {
+            authority,
+            host_name,
+            return_to,
+        }
+    }
 }
 
 /// A return path that stays on this origin: one leading `/`, never `//` or `/\`, no control

@@ -50,6 +50,17 @@ pub struct TokenAuth {
 }
 
 impl TokenAuth {
+    /// The token cookie: HttpOnly, `Secure` behind HTTPS, on `domain` when runtime hosts share
+    /// it (see `Gateway::token_cookie_domain`).
+    pub fn cookie(&self, secure: bool, domain: Option<&str>) -> String {
+        let secure = if secure { "; Secure" } else { "" };
+        let domain = domain.map(|d| format!("; Domain={d}")).unwrap_or_default();
+        format!(
+            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax{secure}{domain}",
+            self.token.expose()
+        )
+    }
+
     pub(super) fn authenticate(
         &self,
         headers: &http::HeaderMap,
