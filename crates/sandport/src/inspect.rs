@@ -37,54 +37,53 @@ pub async fn load_table(config: &FileConfig) -> anyhow::Result<Table> {
 /// A table of every sandbox, one line each; a conversation whose containers name different
 /// owners is marked `CONTESTED` (routed to nobody) and listed again at the end.
 pub fn format_routes(table: &Table) -> String {
-    let sandboxes = table.sandboxes();
     let contested = table.contested();
     let mut out = format!(
         "{:<32}  {:<16}  {:<24}  {:<15}  {:<20}  {}\n",
         "CONVERSATION", "OWNER", "CONTAINER", "ADDRESS", "PORTS", "STATE"
     );
-    for sandbox in &sandboxes {
-        let ports: Vec<String> = sandbox
-            .ports
-            .iter()
-            .map(|p| match p.public {
-                Some(public) => format!("{public}->{}", p.private),
-                None => p.private.to_string(),
-            })
-            .collect();
+    for sandbox in &table.sandboxes() {
+        let state = if contested.contains(&sandbox.conversation) {
+            "CONTESTED"
+        } else {
+            sandbox.state.as_str()
+        };
         let _ = writeln!(
             out,
-            "{:<32}  {:<16}  {:<24}  {:<15}  {:<20}  {}",
+            "{:<32}  {:<16}  {:<24}  {:<15}  {:<20}  {state}",
             sandbox.conversation,
             sandbox.owner.as_deref().unwrap_or("(none)"),
             sandbox.name,
             sandbox
                 .address
                 .map_or_else(|| "-".to_owned(), |a| a.to_string()),
-            if ports.is_empty() {
-                "-".to_owned()
-            } else {
-                ports.join(",")
-            },
-            if contested.contains(&sandbox.conversation) {
-                "CONTESTED"
-            } else {
-                sandbox.state.as_str()
-            },
+            ports_column(&sandbox.ports),
         );
     }
     if !contested.is_empty() {
+        let ids: Vec<&str> = contested.iter().map(ConversationId::as_str).collect();
         let _ = writeln!(
             out,
             "\ncontested (containers of different owners; routed to nobody): {}",
-            contested
-                .iter()
-                .map(ConversationId::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
+            ids.join(", ")
         );
     }
     out
+}
+
+/// `public->private` for published ports, `private` otherwise; `-` for none.
+fn ports_column(ports: &[discovery::PortMapping]) -> String {
+    if ports.is_empty() {
+        return "-".to_owned();
+    }
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|p| match p.public {
+            Some(public) => format!("{public}->{}", p.private),
+            None => p.private.to_string(),
+        })
+        .collect();
+    ports.join(",")
 }
 
 /// Explains the routing decision for `url` as `user` would get it.

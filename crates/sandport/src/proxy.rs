@@ -325,6 +325,18 @@ impl Gateway {
         let response = self
             .forward(request, (authority, uri), destination, context, peer)
             .await?;
+        Ok(self.shape_runtime(response, context, target, request_origin.as_ref()))
+    }
+
+    /// A sandbox's response as the client gets it: shaped for its route form and port, and on
+    /// a runtime host readable by the app's pages.
+    fn shape_runtime(
+        &self,
+        response: Response<Body>,
+        context: &Context,
+        target: &routing::RuntimeTarget,
+        request_origin: Option<&HeaderValue>,
+    ) -> Response<Body> {
         let mut response = rewrite::shape_sandbox(
             &self.rewrite,
             response,
@@ -334,13 +346,9 @@ impl Gateway {
             (context.host.port, &context.app_origin),
         );
         if context.on_runtime_host {
-            edge::allow_app_origin(
-                request_origin.as_ref(),
-                response.headers_mut(),
-                &context.app_origin,
-            );
+            edge::allow_app_origin(request_origin, response.headers_mut(), &context.app_origin);
         }
-        Ok(response)
+        response
     }
 
     /// The app: forwarded to with the verified identity, and shaped.

@@ -295,12 +295,7 @@ impl Oidc {
             .append_pair("code_challenge_method", "S256")
             .append_pair("nonce", &nonce)
             .finish();
-        let separator = if endpoints.authorization.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        let location = format!("{}{separator}{query}", endpoints.authorization);
+        let location = with_query(&endpoints.authorization, &query);
         let login_cookie = self.cookies.set_cookie(
             LOGIN_COOKIE,
             &format!("{nonce}.{verifier}"),
@@ -342,20 +337,26 @@ impl Oidc {
             })?;
         let id_token = tokens.id_token.ok_or(LoginRefusal::NoTokens)?;
         self.verify_login_token(&id_token, nonce).await?;
+        let cookies = self.logged_in_cookies(&id_token, tokens.refresh_token.as_deref());
+        Ok(respond::redirect(safe_return_path(&state.r), &cookies))
+    }
+
+    /// The platform cookies after a login; the login cookie has served its purpose.
+    fn logged_in_cookies(&self, id_token: &str, refresh_token: Option<&str>) -> Vec<String> {
         let mut cookies = vec![
             self.cookies
-                .set_cookie(ID_TOKEN_COOKIE, &id_token, Some(ID_COOKIE_MAX_AGE), false),
+                .set_cookie(ID_TOKEN_COOKIE, id_token, Some(ID_COOKIE_MAX_AGE), false),
             self.cookies.set_cookie(LOGIN_COOKIE, "", Some(0), true),
         ];
-        if let Some(refresh_token) = tokens.refresh_token {
+        if let Some(refresh_token) = refresh_token {
             cookies.push(self.cookies.set_cookie(
                 REFRESH_TOKEN_COOKIE,
-                &refresh_token,
+                refresh_token,
                 Some(REFRESH_COOKIE_MAX_AGE),
                 false,
             ));
         }
-        Ok(respond::redirect(safe_return_path(&state.r), &cookies))
+        cookies
     }
 
     /// The ID token a code exchange returned must verify and carry this login's nonce.
@@ -397,8 +398,7 @@ impl Oidc {
                     .append_pair("client_id", &self.rules.client_id)
                     .append_pair("logout_uri", &format!("{origin}/"))
                     .finish();
-                let separator = if end_session.contains('?') { '&' } else { '?' };
-                format!("{end_session}{separator}{query}")
+                with_query(&end_session, &query)
             }
             None => "/".to_owned(),
         };
@@ -572,6 +572,12 @@ impl RuntimeAuth {
             return_to,
         }
     }
+}
+
+/// `url` with `query` appended, whether or not it already has a query.
+fn with_query(url: &str, query: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{query}")
 }
 
 /// A return path that stays on this origin: one leading `/`, never `//` or `/\`, no control
