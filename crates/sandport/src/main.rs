@@ -29,8 +29,15 @@ enum Command {
         #[arg(long, env = "SANDPORT_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate a configuration file (and SANDPORT_* variables); exit 64 naming the bad key.
-    CheckConfig { file: PathBuf },
+    /// Validate a configuration file (and SANDPORT_* variables) and read the secret files it
+    /// names; exit 64 naming the bad key.
+    CheckConfig {
+        file: PathBuf,
+        /// Do not open the secret files: for checking a file on another machine than the one
+        /// it runs on (paths such as /run/secrets/... exist only there).
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// List the sandboxes discovery sees.
     Routes {
         #[arg(long, env = "SANDPORT_CONFIG")]
@@ -56,11 +63,16 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve { config: None });
     match command {
         Command::Serve { config } => with_config(config, |config| with_secrets(config, serve)),
-        Command::CheckConfig { file } => with_config(Some(file), |config| {
-            with_secrets(config, |_, _| {
+        Command::CheckConfig { file, skip_secrets } => with_config(Some(file), |config| {
+            let ok = |_, _| {
                 println!("configuration OK");
                 ExitCode::SUCCESS
-            })
+            };
+            if skip_secrets {
+                ok(config, Secrets::default())
+            } else {
+                with_secrets(config, ok)
+            }
         }),
         Command::Routes { config, json } => with_config(config, |config| routes(&config, json)),
         Command::Explain { url, user, config } => {
