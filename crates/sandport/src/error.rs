@@ -342,7 +342,7 @@ fn login_decision(refusal: &LoginRefusal) -> Decision {
         LoginRefusal::RefreshMethod => quiet(
             S::METHOD_NOT_ALLOWED,
             r#"{"error":"Method not allowed"}"#,
-            "method",
+            "refresh_method",
         )
         .json(),
         LoginRefusal::NoRefreshToken => quiet(
