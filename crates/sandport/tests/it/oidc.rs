@@ -362,6 +362,12 @@ async fn callbacks_with_bad_state_or_code_and_open_redirects_are_refused() {
         "login CSRF: state not bound to this browser"
     );
     assert!(browser.cookie("sandport.test", "id_token").is_none());
+    // The three refusals went through the error map: counted, by reason.
+    let refused = w
+        .gateway
+        .metric("sandport_errors_total", "reason=\"login_bad_callback\"")
+        .await;
+    assert_eq!(refused, 3.0, "bad callbacks counted");
 
     // Open redirects: whatever path started the login, the callback returns on this origin.
     for start in ["//evil.example/x", "/\\evil.example"] {
