@@ -14,6 +14,8 @@ use crate::routing::{ConversationId, RouteError};
 
 pub const UNAUTHENTICATED_BODY: &str =
     "Authentication required. Please login at the main application first.";
+/// What a 405 for CONNECT or TRACE offers instead.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const LOGIN_REQUIRED_BODY: &str = r#"{"error":"Authentication required"}"#;
 
 /// Every reason sandport answers a request itself.
@@ -21,6 +23,16 @@ const LOGIN_REQUIRED_BODY: &str = r#"{"error":"Authentication required"}"#;
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A request-target form sandport does not serve (authority-form, `*` on a method other
+    /// than OPTIONS): 400, and the connection is closed.
+    #[error("request-target refused: {0}")]
+    BadTarget(&'static str),
+    /// CONNECT or TRACE: 405, and the connection is closed; nothing is dialled.
+    #[error("method {0} refused")]
+    MethodRefused(http::Method),
+    /// `OPTIONS *`: about the server, not a resource; answered here, never forwarded.
+    #[error("OPTIONS * is not forwarded")]
+    AsteriskOptions,
     #[error(transparent)]
     Route(#[from] RouteError),
     #[error("authentication required")]
@@ -171,6 +183,13 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             ProxyError::BadRequest(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_request"),
+            ProxyError::BadTarget(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_target"),
+            ProxyError::MethodRefused(_) => quiet(
+                S::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "method_refused",
+            ),
+            ProxyError::AsteriskOptions => quiet(S::NOT_FOUND, "Not found", "asterisk_options"),
             ProxyError::Route(RouteError::MalformedRuntimePath) => {
                 quiet(S::NOT_FOUND, "Not found", "malformed_route")
             }
@@ -247,9 +266,16 @@ impl ProxyError {
     }
 
     /// Headers a refusal carries beyond its decision: `Allow` on a 405, the cleared login
-    /// cookies when the provider refused a refresh.
+    /// cookies when the provider refused a refresh, `Connection: close` after a request that
+    /// was not HTTP sandport serves (what follows it on the connection is not trusted).
     fn extra_headers(&self, reply: Own) -> Own {
         match self {
+            ProxyError::BadTarget(_) => {
+                reply.header(header::CONNECTION, HeaderValue::from_static("close"))
+            }
+            ProxyError::MethodRefused(_) => reply
+                .header(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS))
+                .header(header::CONNECTION, HeaderValue::from_static("close")),
             ProxyError::Login(LoginRefusal::RefreshMethod) => {
                 reply.header(header::ALLOW, HeaderValue::from_static("POST"))
             }

@@ -221,6 +221,7 @@ impl Gateway {
         request: &Request<Incoming>,
         record: &mut Record,
     ) -> Result<Context, ProxyError> {
+        check_request_form(request.method(), request.uri())?;
         let host = public_host(request)?;
         let path_and_query = request
             .uri()
@@ -662,6 +663,26 @@ fn runtime_auth_location(context: &Context) -> String {
         .append_pair("rd", &context.path_and_query)
         .finish();
     format!("{}{}?{query}", context.app_origin, oidc::RUNTIME_AUTH_PATH)
+}
+
+/// The request-target forms sandport serves (RFC 9112 §3.2): origin-form, absolute-form, and
+/// `*` for OPTIONS only, answered here. CONNECT and TRACE are refused before anything else: a
+/// gateway that dials what CONNECT names is an open proxy, and TRACE echoes credentials back.
+fn check_request_form(method: &http::Method, uri: &Uri) -> Result<(), ProxyError> {
+    if method == http::Method::CONNECT || method == http::Method::TRACE {
+        return Err(ProxyError::MethodRefused(method.clone()));
+    }
+    if uri.scheme().is_some() {
+        return Ok(()); // absolute-form; its authority is checked against Host
+    }
+    match uri.path_and_query().map(http::uri::PathAndQuery::as_str) {
+        Some(target) if target.starts_with('/') => Ok(()),
+        Some("*") if method == http::Method::OPTIONS => Err(ProxyError::AsteriskOptions),
+        Some("*") => Err(ProxyError::BadTarget(
+            "asterisk-form on a method other than OPTIONS",
+        )),
+        _ => Err(ProxyError::BadTarget("authority-form request-target")),
+    }
 }
 
 /// A path-and-query split at its first `?`.

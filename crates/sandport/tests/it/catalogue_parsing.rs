@@ -236,3 +236,85 @@ async fn a_websocket_upgrade_with_another_method_is_refused() {
     .await;
     assert_eq!(status, 200, "{text}");
 }
+
+/// Catalogue 12, 13: CONNECT and TRACE get 405 and a closed connection, and nothing is dialled
+/// (a listener standing in for a Docker TCP port sees no connection); authority-form and
+/// asterisk-form targets get 400 and a closed connection; `OPTIONS *` is answered by sandport
+/// (404), never forwarded, and the connection goes on.
+#[tokio::test]
+async fn catalogue_12_13_connect_trace_and_odd_target_forms_are_refused_and_never_forwarded() {
+    let docker_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    docker_port.set_nonblocking(true).unwrap();
+    let docker_addr = docker_port.local_addr().unwrap();
+    let (upstream, gw) = static_gateway().await;
+    let a = crate::harness::STATIC_CONVERSATION;
+    let app_host = format!("sandport.test:{}", gw.addr.port());
+    let runtime_host = format!(
+        "{}-{a}.runtime.sandport.test:{}",
+        upstream.port(),
+        gw.addr.port()
+    );
+    let cookie = "cookie: id_token=secret-token-value\r\n";
+    let cases = [
+        (
+            format!("CONNECT {docker_addr} HTTP/1.1\r\nhost: {docker_addr}\r\n"),
+            405,
+        ),
+        (
+            "CONNECT 169.254.169.254:80 HTTP/1.1\r\nhost: 169.254.169.254:80\r\n".to_owned(),
+            405,
+        ),
+        (
+            format!("TRACE / HTTP/1.1\r\nhost: {app_host}\r\n{cookie}"),
+            405,
+        ),
+        (
+            format!("TRACE / HTTP/1.1\r\nhost: {runtime_host}\r\n{cookie}"),
+            405,
+        ),
+        (
+            format!("GET {app_host} HTTP/1.1\r\nhost: {app_host}\r\n"),
+            400,
+        ),
+        (format!("GET * HTTP/1.1\r\nhost: {app_host}\r\n"), 400),
+    ];
+    let forwarded = || gw.metric("sandport_upstream_response_seconds_count", "");
+    let before = forwarded().await;
+    for (start, expected) in &cases {
+        // no `connection: close` from the client: closing is the gateway's decision here
+        let (status, text) = raw_exchange(gw.addr, start, "").await;
+        let line = start.lines().next().unwrap_or_default();
+        assert_eq!(status, *expected, "{line}: {text}");
+        assert!(
+            !text.contains("secret-token-value"),
+            "{line} echoed the cookie"
+        );
+        if *expected == 405 {
+            assert!(
+                text.to_ascii_lowercase().contains("allow: get"),
+                "{line}: {text}"
+            );
+        }
+    }
+    for host in [&app_host, &runtime_host] {
+        // OPTIONS * keeps the connection: the request after it on the same one is served
+        let pipelined = format!(
+            "OPTIONS * HTTP/1.1\r\nhost: {host}\r\n\r\nGET /runtime/{a}/{}/ HTTP/1.1\r\nhost: {app_host}\r\n",
+            upstream.port()
+        );
+        let (status, text) = raw_exchange(gw.addr, &pipelined, "connection: close\r\n").await;
+        assert_eq!(status, 404, "{text}");
+        assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
+    }
+    // one forwarded request per pipelined GET, none for the refused ones
+    assert_eq!(
+        forwarded().await - before,
+        2.0,
+        "a refused request reached an upstream"
+    );
+    assert_eq!(
+        docker_port.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "sandport connected to the address CONNECT named"
+    );
+}
