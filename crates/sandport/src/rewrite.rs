@@ -129,23 +129,11 @@ pub fn shape_sandbox(
     app_port: bool,
     (public_port, app_origin): (Option<u16>, &str),
 ) -> Response<Body> {
-    let form = target.form;
-    let urls = || RuntimeUrls {
-        scheme: config.scheme,
-        runtime_domain: config.runtime_domain.clone(),
-        public_port,
-        conversation: target.conversation.clone(),
-    };
-    let prefix;
-    let path_form = if form == Form::Path {
-        prefix = format!("/runtime/{}/{}", target.conversation, target.port);
-        Some(headers::PathForm {
-            prefix: &prefix,
-            app_port,
-        })
-    } else {
-        None
-    };
+    let urls = || runtime_urls(config, target, public_port);
+    let prefix = (target.form == Form::Path).then(|| path_prefix(target));
+    let path_form = prefix
+        .as_deref()
+        .map(|prefix| headers::PathForm { prefix, app_port });
     let (mut parts, body) = response.into_parts();
     headers::shape_sandbox_headers(
         &mut parts.headers,
@@ -156,21 +144,48 @@ pub fn shape_sandbox(
             path_form,
         },
     );
-    let rewrite = config.rewrite_sandbox_html
-        && form == Form::Path
-        && is_rewritable_html(method, parts.status, &parts.headers);
-    let body = if rewrite {
-        match decode::decoded(body, &mut parts.headers) {
-            Ok(body) => {
-                prepare_rewritten_headers(&mut parts.headers);
-                html::rewrite(body, vec![html::Edit::RewriteLocalUrls(urls())])
-            }
-            Err(body) => body,
-        }
-    } else {
-        body
-    };
+    let body = rewrite_local_urls(config, method, target, &mut parts, body, urls);
     Response::from_parts(parts, body)
+}
+
+fn runtime_urls(config: &Config, target: &RuntimeTarget, public_port: Option<u16>) -> RuntimeUrls {
+    RuntimeUrls {
+        scheme: config.scheme,
+        runtime_domain: config.runtime_domain.clone(),
+        public_port,
+        conversation: target.conversation.clone(),
+    }
+}
+
+/// The path-form route prefix, `/runtime/{id}/{port}`, that the sandbox's cookies live under.
+fn path_prefix(target: &RuntimeTarget) -> String {
+    format!("/runtime/{}/{}", target.conversation, target.port)
+}
+
+/// On the path form (when enabled), rewrites `localhost` URLs in a sandbox page to runtime
+/// URLs, since the page's own links cannot reach the sandbox from the browser. Other
+/// responses, and bodies in an encoding that cannot be decoded, pass unchanged.
+fn rewrite_local_urls(
+    config: &Config,
+    method: &Method,
+    target: &RuntimeTarget,
+    parts: &mut http::response::Parts,
+    body: Body,
+    urls: impl FnOnce() -> RuntimeUrls,
+) -> Body {
+    let rewrite = config.rewrite_sandbox_html
+        && target.form == Form::Path
+        && is_rewritable_html(method, parts.status, &parts.headers);
+    if !rewrite {
+        return body;
+    }
+    match decode::decoded(body, &mut parts.headers) {
+        Ok(body) => {
+            prepare_rewritten_headers(&mut parts.headers);
+            html::rewrite(body, vec![html::Edit::RewriteLocalUrls(urls())])
+        }
+        Err(body) => body,
+    }
 }
 
 /// Shapes a response from the app: the browser script goes into its HTML pages.

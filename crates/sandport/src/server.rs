@@ -88,28 +88,62 @@ pub fn spawn_workers(
     let mut workers = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
     for index in 0..count.max(1) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let (sender, receiver) = mpsc::unbounded_channel();
-        let (make_gateway, config, tls) = (Arc::clone(&make_gateway), config.clone(), tls.clone());
-        let (signals, stopped) = (signals.clone(), stopped.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("sandport-worker-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let gateway = Arc::new(make_gateway());
-                    serve_handed(index, receiver, gateway, config, tls, signals).await;
-                    stopped.cancelled().await;
-                });
-            })?;
+        let thread = WorkerThread {
+            index,
+            connections: receiver,
+            make_gateway: Arc::clone(&make_gateway),
+            config: config.clone(),
+            tls: tls.clone(),
+            signals: signals.clone(),
+            stopped: stopped.clone(),
+        };
+        threads.push(thread.spawn()?);
         workers.push(Worker {
             connections: sender,
             load: Arc::default(),
         });
-        threads.push(thread);
     }
     Ok((workers, threads))
+}
+
+/// What one worker thread needs, moved onto it.
+struct WorkerThread {
+    index: usize,
+    connections: mpsc::UnboundedReceiver<Handoff>,
+    make_gateway: Arc<dyn Fn() -> Gateway + Send + Sync>,
+    config: Config,
+    tls: Option<TlsAcceptor>,
+    signals: Shutdown,
+    stopped: CancellationToken,
+}
+
+impl WorkerThread {
+    /// Builds the runtime here, so a failure to build it is the caller's error, not a panic
+    /// on the thread.
+    fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("sandport-worker-{}", self.index))
+            .spawn(move || runtime.block_on(self.run()))
+    }
+
+    async fn run(self) {
+        let gateway = Arc::new((self.make_gateway)());
+        let (index, connections) = (self.index, self.connections);
+        serve_handed(
+            index,
+            connections,
+            gateway,
+            self.config,
+            self.tls,
+            self.signals,
+        )
+        .await;
+        self.stopped.cancelled().await;
+    }
 }
 
 /// Signals for the drain: `shutdown` stops accepting and asks connections to finish their
@@ -146,53 +180,105 @@ pub async fn accept(
     max_connections: usize,
     signals: Shutdown,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(%error, "cannot accept connections");
-            return;
-        }
+    let Some(listener) = tokio_listener(listener) else {
+        return;
     };
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = signals.shutdown.cancelled() => return,
+        let Some((permit, accepted)) = next_connection(&listener, &slots, &signals).await else {
+            return;
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = signals.shutdown.cancelled() => return,
-        };
-        let (stream, peer) = match accepted.and_then(|(stream, peer)| {
-            let _ = stream.set_nodelay(true);
-            Ok((stream.into_std()?, peer))
-        }) {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                // Out of descriptors or similar: back off briefly rather than spin.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                back_off_after(&error).await;
                 continue;
             }
         };
-        let Some(worker) = workers
-            .iter()
-            .filter(|worker| !worker.connections.is_closed())
-            .min_by_key(|worker| worker.load.load(Ordering::Relaxed))
-        else {
+        let Some(worker) = least_loaded(&workers) else {
             tracing::error!("no worker is running; closing the listener");
             return;
         };
+        worker.hand_off(stream, peer, permit);
+    }
+}
+
+/// Registers the listener with the acceptor's runtime; `None` (logged) when it cannot be.
+fn tokio_listener(listener: std::net::TcpListener) -> Option<TcpListener> {
+    match TcpListener::from_std(listener) {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::error!(%error, "cannot accept connections");
+            None
+        }
+    }
+}
+
+/// Out of descriptors or similar: back off briefly rather than spin.
+async fn back_off_after(error: &std::io::Error) {
+    tracing::warn!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Waits for a free slot, then for a connection to fill it; `None` on shutdown.
+async fn next_connection(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    signals: &Shutdown,
+) -> Option<(OwnedSemaphorePermit, std::io::Result<Accepted>)> {
+    let permit = free_slot(slots, signals).await?;
+    Some((permit, accept_one(listener, signals).await?))
+}
+
+/// An accepted stream, as a std stream a worker's reactor can take over, and its peer.
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// Waits for one of the `max_connections` slots; `None` on shutdown.
+async fn free_slot(slots: &Arc<Semaphore>, signals: &Shutdown) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+        () = signals.shutdown.cancelled() => None,
+    }
+}
+
+/// Accepts one connection; `None` on shutdown.
+async fn accept_one(
+    listener: &TcpListener,
+    signals: &Shutdown,
+) -> Option<std::io::Result<Accepted>> {
+    let accepted = tokio::select! {
+        accepted = listener.accept() => accepted,
+        () = signals.shutdown.cancelled() => return None,
+    };
+    Some(accepted.and_then(|(stream, peer)| {
+        let _ = stream.set_nodelay(true);
+        Ok((stream.into_std()?, peer))
+    }))
+}
+
+/// The running worker holding the fewest connections.
+fn least_loaded(workers: &[Worker]) -> Option<&Worker> {
+    workers
+        .iter()
+        .filter(|worker| !worker.connections.is_closed())
+        .min_by_key(|worker| worker.load.load(Ordering::Relaxed))
+}
+
+impl Worker {
+    /// Sends a connection to this worker, counting it against the worker from now on.
+    fn hand_off(
+        &self,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let handoff = Handoff {
             stream,
             peer,
             permit,
-            load: LoadGuard::new(&worker.load),
+            load: LoadGuard::new(&self.load),
         };
-        if worker.connections.send(handoff).is_err() {
+        if self.connections.send(handoff).is_err() {
             tracing::warn!(%peer, "worker stopped; connection dropped");
         }
     }
@@ -210,44 +296,14 @@ async fn serve_handed(
     let builder = Arc::new(builder(&config));
     let open = ::metrics::gauge!(metrics::CONNECTIONS_OPEN, "worker" => index.to_string());
     while let Some(handoff) = connections.recv().await {
-        let Handoff {
-            stream,
-            peer,
-            permit,
-            load,
-        } = handoff;
-        // Registers the socket with this worker's reactor.
-        let stream = match TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!(%error, %peer, "cannot serve an accepted connection");
-                continue;
-            }
-        };
         let connection = Connection {
             gateway: Arc::clone(&gateway),
             builder: Arc::clone(&builder),
-            peer,
+            peer: handoff.peer,
             header_read_timeout: config.header_read_timeout,
             signals: signals.clone(),
         };
-        let (tls, gauge) = (tls.clone(), open.clone());
-        signals.connections.spawn(async move {
-            let _held = (permit, load);
-            gauge.increment(1.0);
-            match tls {
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(connection.header_read_timeout, handshake).await {
-                        Ok(Ok(stream)) => connection.drive(TokioIo::new(stream)).await,
-                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => connection.drive(TokioIo::new(stream)).await,
-            }
-            gauge.decrement(1.0);
-        });
+        connection.spawn(handoff, tls.clone(), open.clone());
     }
 }
 
@@ -279,6 +335,46 @@ struct Connection {
 }
 
 impl Connection {
+    /// Registers the socket with this worker's reactor and serves it on a tracked task, so
+    /// the drain waits for it. The connection's slot and load are held until it ends.
+    fn spawn(self, handoff: Handoff, tls: Option<TlsAcceptor>, open: ::metrics::Gauge) {
+        let Handoff {
+            stream,
+            peer,
+            permit,
+            load,
+        } = handoff;
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, %peer, "cannot serve an accepted connection");
+                return;
+            }
+        };
+        let tracker = self.signals.connections.clone();
+        tracker.spawn(async move {
+            let _held = (permit, load);
+            open.increment(1.0);
+            self.serve(stream, tls).await;
+            open.decrement(1.0);
+        });
+    }
+
+    /// Serves the connection, after a TLS handshake bounded by `header_read_timeout` when
+    /// TLS is on.
+    async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        let Some(acceptor) = tls else {
+            return self.drive(TokioIo::new(stream)).await;
+        };
+        let peer = self.peer;
+        let handshake = acceptor.accept(stream);
+        match tokio::time::timeout(self.header_read_timeout, handshake).await {
+            Ok(Ok(stream)) => self.drive(TokioIo::new(stream)).await,
+            Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
     async fn drive<I>(self, io: TokioIo<I>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -296,27 +392,39 @@ impl Connection {
         };
         let connection = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
-        let first_request_deadline = tokio::time::sleep(self.header_read_timeout);
-        tokio::pin!(first_request_deadline);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = self.signals.shutdown.cancelled(), if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = &mut first_request_deadline, if !closing && !seen_request.load(Ordering::Relaxed) => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = self.signals.hard_stop.cancelled() => return,
+        tokio::select! {
+            result = connection.as_mut() => return self.ended(result),
+            // Read once, before the connection is first polled, as a precondition would be.
+            () = self.close_requested(!seen_request.load(Ordering::Relaxed)) => {
+                connection.as_mut().graceful_shutdown();
             }
+            () = self.signals.hard_stop.cancelled() => return,
+        }
+        tokio::select! {
+            result = connection.as_mut() => self.ended(result),
+            () = self.signals.hard_stop.cancelled() => {}
+        }
+    }
+
+    /// Resolves when the connection is to finish its in-flight requests and close: on
+    /// shutdown, or at the first-request deadline when `deadline_armed`.
+    async fn close_requested(&self, deadline_armed: bool) {
+        let first_request_deadline = tokio::time::sleep(self.header_read_timeout);
+        let deadline = async {
+            if !deadline_armed {
+                std::future::pending::<()>().await;
+            }
+            first_request_deadline.await;
+        };
+        tokio::select! {
+            () = self.signals.shutdown.cancelled() => {}
+            () = deadline => {}
+        }
+    }
+
+    fn ended(&self, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+        if let Err(error) = result {
+            tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
         }
     }
 }

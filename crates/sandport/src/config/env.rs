@@ -36,25 +36,41 @@ pub(super) fn apply_overrides(
         if NOT_CONFIG.contains(&name.as_str()) {
             continue;
         }
-        let (section, key) = split_name(rest).ok_or_else(|| ConfigError::Parse {
-            origin: format!("environment variable {name}"),
-            message: format!(
-                "not a configuration key; sections are {}",
-                SECTIONS.join(", ")
-            ),
-        })?;
-        let section_table = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(section_table) = section_table else {
-            return Err(ConfigError::Parse {
-                origin: format!("environment variable {name}"),
-                message: format!("`{section}` is not a table in the file"),
-            });
-        };
-        section_table.insert(key, parse_value(&raw));
+        let (section, key) = split_name(rest).ok_or_else(|| not_a_key(&name))?;
+        section_table(table, &section, &name)?.insert(key, parse_value(&raw));
     }
     Ok(())
+}
+
+/// The error for a prefixed variable that names no section: lists the sections, since the
+/// usual cause is a misspelt one.
+fn not_a_key(name: &str) -> ConfigError {
+    ConfigError::Parse {
+        origin: format!("environment variable {name}"),
+        message: format!(
+            "not a configuration key; sections are {}",
+            SECTIONS.join(", ")
+        ),
+    }
+}
+
+/// The file's `[section]` table, created when the file has none; an error when the file
+/// gives `section` a value that is not a table (variable `name` cannot go into it).
+fn section_table<'a>(
+    table: &'a mut toml::Table,
+    section: &str,
+    name: &str,
+) -> Result<&'a mut toml::Table, ConfigError> {
+    let section_table = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = section_table else {
+        return Err(ConfigError::Parse {
+            origin: format!("environment variable {name}"),
+            message: format!("`{section}` is not a table in the file"),
+        });
+    };
+    Ok(section_table)
 }
 
 fn split_name(rest: &str) -> Option<(String, String)> {

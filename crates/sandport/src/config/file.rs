@@ -340,6 +340,22 @@ impl FileConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.admin_addr()?;
+        self.validate_server()?;
+        validate_domain("routing.base_domain", &self.routing.base_domain)?;
+        if let Some(domain) = &self.routing.runtime_domain {
+            validate_domain("routing.runtime_domain", domain)?;
+        }
+        self.app_upstream()?;
+        self.validate_identity()?;
+        self.validate_discovery()?;
+        self.validate_proxy()?;
+        self.validate_rewrite()?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|error| invalid("log.level", error.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(
                 "server.tls_cert",
@@ -349,25 +365,20 @@ impl FileConfig {
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
+        // The listener holds one semaphore permit per connection.
         if self.server.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(invalid("server.max_connections", "is too large"));
         }
-        validate_domain("routing.base_domain", &self.routing.base_domain)?;
-        if let Some(domain) = &self.routing.runtime_domain {
-            validate_domain("routing.runtime_domain", domain)?;
-        }
-        self.app_upstream()?;
-        self.validate_identity()?;
-        self.validate_discovery()?;
+        Ok(())
+    }
+
+    fn validate_proxy(&self) -> Result<(), ConfigError> {
         if self.proxy.connect_timeout_ms == 0 {
             return Err(invalid("proxy.connect_timeout_ms", "must be positive"));
         }
         if self.proxy.idle_timeout_secs == 0 {
             return Err(invalid("proxy.idle_timeout_secs", "must be positive"));
         }
-        self.validate_rewrite()?;
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|error| invalid("log.level", error.to_string()))?;
         Ok(())
     }
 
@@ -403,6 +414,14 @@ impl FileConfig {
     }
 
     fn validate_oidc(&self) -> Result<(), ConfigError> {
+        self.validate_oidc_provider()?;
+        self.validate_oidc_client()?;
+        self.validate_oidc_domains()?;
+        self.validate_oidc_durations()
+    }
+
+    /// The issuer is required; every endpoint given instead of discovered must be a URL too.
+    fn validate_oidc_provider(&self) -> Result<(), ConfigError> {
         let identity = &self.identity;
         let issuer = identity
             .issuer
@@ -425,30 +444,46 @@ impl FileConfig {
                 validate_provider_url(key, url)?;
             }
         }
-        if identity.client_id.as_deref().is_none_or(str::is_empty) {
+        Ok(())
+    }
+
+    fn validate_oidc_client(&self) -> Result<(), ConfigError> {
+        if self.identity.client_id.as_deref().is_none_or(str::is_empty) {
             return Err(invalid(
                 "identity.client_id",
                 "oidc mode needs the client id",
             ));
         }
-        if identity.client_secret_file.is_none() {
+        if self.identity.client_secret_file.is_none() {
             return Err(invalid(
                 "identity.client_secret_file",
                 "oidc mode needs a file holding the client secret",
             ));
         }
+        Ok(())
+    }
+
+    /// The hosted-login and cookie domains, and a `SameSite` the browser will accept.
+    fn validate_oidc_domains(&self) -> Result<(), ConfigError> {
+        let identity = &self.identity;
         if let Some(domain) = &identity.cognito_domain {
             validate_domain("identity.cognito_domain", domain)?;
         }
         if let Some(domain) = &identity.cookie_domain {
             validate_domain("identity.cookie_domain", domain.trim_start_matches('.'))?;
         }
+        // Browsers reject `SameSite=None` cookies that are not `Secure`.
         if identity.cookie_same_site == SameSite::None && !self.external_scheme().is_https() {
             return Err(invalid(
                 "identity.cookie_same_site",
                 "none needs https (server.external_scheme)",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_oidc_durations(&self) -> Result<(), ConfigError> {
+        let identity = &self.identity;
         if identity.clock_skew_secs > 300 {
             return Err(invalid("identity.clock_skew_secs", "at most 300"));
         }

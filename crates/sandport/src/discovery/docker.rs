@@ -117,15 +117,34 @@ async fn list_raw(
     config: &Config,
     filters: &HashMap<String, Vec<String>>,
 ) -> Result<Vec<ContainerSummary>, DockerError> {
-    use http_body_util::BodyExt;
+    let uri = containers_uri(docker, filters)?;
+    let response = get_on_socket(&config.socket, uri).await?;
+    read_list(response).await
+}
+
+/// The container list's URI: stopped containers included, at the negotiated API version.
+fn containers_uri(
+    docker: &Docker,
+    filters: &HashMap<String, Vec<String>>,
+) -> Result<String, DockerError> {
     let filters =
         serde_json::to_string(filters).map_err(|e| DockerError::BadList(e.to_string()))?;
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("all", "true")
         .append_pair("filters", &filters)
         .finish();
-    let uri = format!("/v{}/containers/json?{query}", docker.client_version());
-    let stream = tokio::net::UnixStream::connect(&config.socket).await?;
+    Ok(format!(
+        "/v{}/containers/json?{query}",
+        docker.client_version()
+    ))
+}
+
+/// One `GET` on a fresh connection to the Docker socket.
+async fn get_on_socket(
+    socket: &std::path::Path,
+    uri: String,
+) -> Result<http::Response<hyper::body::Incoming>, DockerError> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
@@ -133,7 +152,14 @@ async fn list_raw(
         .header(http::header::HOST, "docker")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| DockerError::BadList(e.to_string()))?;
-    let response = sender.send_request(request).await?;
+    Ok(sender.send_request(request).await?)
+}
+
+/// Parses a container list answer, reading at most [`LIST_LIMIT`] bytes of it.
+async fn read_list(
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<Vec<ContainerSummary>, DockerError> {
+    use http_body_util::BodyExt;
     if !response.status().is_success() {
         return Err(DockerError::Status(response.status()));
     }
@@ -162,26 +188,36 @@ pub async fn run(config: Config, store: Arc<Store>, cancel: CancellationToken) {
         };
         match session.run(cause, &cancel).await {
             Ok(()) => return,
-            Err(error) => {
-                ::metrics::counter!(metrics::DOCKER_FAILURES, "reason" => error.reason())
-                    .increment(1);
-                store.mark_stale(Instant::now());
-                if store.is_synced() {
-                    tracing::warn!(%error, "lost track of Docker; resyncing");
-                } else {
-                    tracing::warn!(%error, socket = %config.socket.display(), "Docker unreachable");
-                }
-            }
+            Err(error) => session_failed(&config, &store, &error),
         }
         cause = "reconnect";
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(jitter(backoff)) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-        if store.is_usable(Instant::now()) {
-            backoff = Duration::from_millis(500);
-        }
+        backoff = next_backoff(backoff, &store);
+    }
+}
+
+/// Counts and logs a failed session, and marks the table stale so it stops serving once the
+/// grace period is over.
+fn session_failed(config: &Config, store: &Store, error: &DockerError) {
+    ::metrics::counter!(metrics::DOCKER_FAILURES, "reason" => error.reason()).increment(1);
+    store.mark_stale(Instant::now());
+    if store.is_synced() {
+        tracing::warn!(%error, "lost track of Docker; resyncing");
+    } else {
+        tracing::warn!(%error, socket = %config.socket.display(), "Docker unreachable");
+    }
+}
+
+/// Doubles the backoff up to 30 s, and starts over while the table is still usable (the
+/// failure was brief, so reconnecting quickly is worth it).
+fn next_backoff(backoff: Duration, store: &Store) -> Duration {
+    if store.is_usable(Instant::now()) {
+        Duration::from_millis(500)
+    } else {
+        (backoff * 2).min(Duration::from_secs(30))
     }
 }
 
@@ -204,16 +240,8 @@ impl Session<'_> {
         // Subscribe from just before the list, so nothing between the two is missed.
         let since = unix_now().saturating_sub(1);
         self.resync(&docker, cause).await?;
-        let options = EventsOptions {
-            since: Some(since.to_string()),
-            until: None,
-            filters: Some(HashMap::from([(
-                "type".to_owned(),
-                vec!["container".to_owned(), "network".to_owned()],
-            )])),
-        };
         metrics::docker_call("events");
-        let mut events = docker.events(Some(options));
+        let mut events = docker.events(Some(events_options(since)));
         let mut reconcile = tokio::time::interval(self.config.reconcile_interval);
         reconcile.tick().await;
         let mut rechecks = Rechecks::default();
@@ -228,14 +256,19 @@ impl Session<'_> {
                 },
                 _ = reconcile.tick() => self.resync(&docker, "reconcile").await?,
                 () = tokio::time::sleep_until(recheck_at.into()), if !rechecks.is_empty() => {
-                    for container_id in rechecks.take() {
-                        ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => "recheck")
-                            .increment(1);
-                        self.refresh(&docker, &container_id).await?;
-                    }
+                    self.recheck(&docker, &mut rechecks).await?;
                 }
             }
         }
+    }
+
+    /// Re-lists the containers whose list view may have lagged their events.
+    async fn recheck(&self, docker: &Docker, rechecks: &mut Rechecks) -> Result<(), DockerError> {
+        for container_id in rechecks.take() {
+            ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => "recheck").increment(1);
+            self.refresh(docker, &container_id).await?;
+        }
+        Ok(())
     }
 
     async fn resync(&self, docker: &Docker, cause: &'static str) -> Result<(), DockerError> {
@@ -262,40 +295,47 @@ impl Session<'_> {
         let action = event.action.as_deref().unwrap_or("");
         let label = action_label(action);
         ::metrics::counter!(metrics::DISCOVERY_EVENTS, "action" => label).increment(1);
-        let proven = match label {
-            "pause" => Some(SandboxState::Paused),
-            "unpause" => Some(SandboxState::Running),
-            "die" => Some(SandboxState::Stopped),
-            _ => None,
-        };
-        {
-            let mut proven_states = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
-            match (label, proven) {
-                (_, Some(state)) => {
-                    proven_states.insert(container_id.clone(), state);
-                }
-                ("start" | "restart" | "destroy", None) => {
-                    proven_states.remove(&container_id);
-                }
-                _ => {}
-            }
-        }
+        let proven = proven_state(label);
+        self.remember_proven(label, proven, &container_id);
         if label == "destroy" {
             self.store.apply(Event::Removed { container_id });
             return Ok(());
         }
         if let Some(state) = proven {
-            if let Some(known) = self.store.snapshot().get(&container_id) {
-                let mut sandbox = (*known).clone();
-                sandbox.state = state;
-                tracing::debug!(action, container = %container_id, ?state, "discovery event");
-                self.store.apply(Event::Upserted(sandbox));
+            if self.apply_proven(action, &container_id, state) {
                 return Ok(());
             }
         }
         self.refresh(docker, &container_id).await?;
         rechecks.schedule(container_id);
         Ok(())
+    }
+
+    /// Records a state the event proved, or forgets it once the container starts over.
+    fn remember_proven(&self, label: &str, proven: Option<SandboxState>, container_id: &str) {
+        let mut proven_states = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+        match (label, proven) {
+            (_, Some(state)) => {
+                proven_states.insert(container_id.to_owned(), state);
+            }
+            ("start" | "restart" | "destroy", None) => {
+                proven_states.remove(container_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets a known sandbox to the state an event proved, without asking Docker; `false` when
+    /// the container is not in the table yet (it has to be listed).
+    fn apply_proven(&self, action: &str, container_id: &str, state: SandboxState) -> bool {
+        let Some(known) = self.store.snapshot().get(container_id) else {
+            return false;
+        };
+        let mut sandbox = (*known).clone();
+        sandbox.state = state;
+        tracing::debug!(action, container = %container_id, ?state, "discovery event");
+        self.store.apply(Event::Upserted(sandbox));
+        true
     }
 
     /// Re-lists one container and stores what Docker says about it.
@@ -402,6 +442,28 @@ fn action_label(action: &str) -> &'static str {
         "disconnect" => "disconnect",
         "health_status" => "health_status",
         _ => "other",
+    }
+}
+
+/// The state an event proves by itself; Docker's list view may not show it yet.
+fn proven_state(label: &str) -> Option<SandboxState> {
+    match label {
+        "pause" => Some(SandboxState::Paused),
+        "unpause" => Some(SandboxState::Running),
+        "die" => Some(SandboxState::Stopped),
+        _ => None,
+    }
+}
+
+/// The event subscription: container and network events from `since` on.
+fn events_options(since: u64) -> EventsOptions {
+    EventsOptions {
+        since: Some(since.to_string()),
+        until: None,
+        filters: Some(HashMap::from([(
+            "type".to_owned(),
+            vec!["container".to_owned(), "network".to_owned()],
+        )])),
     }
 }
 

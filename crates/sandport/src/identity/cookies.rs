@@ -28,36 +28,44 @@ pub fn cookie_values<'a>(
 /// Headers are read as bytes, like [`cookie_values`]: a header that is not ASCII is forwarded
 /// all the same, so it must lose sandport's cookies all the same.
 pub fn remove_cookies(headers: &mut http::HeaderMap, names: &[&str]) {
-    let named = |pair: &[u8]| {
-        let name = split_pair(pair).map_or(pair.trim_ascii(), |(name, _)| name);
-        names.iter().any(|own| own.as_bytes() == name)
-    };
-    let affected = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .any(|value| value.as_bytes().split(|&b| b == b';').any(named));
+    let affected = headers.get_all(http::header::COOKIE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b';')
+            .any(|pair| is_named(pair, names))
+    });
     if !affected {
         return;
     }
     let kept: Vec<http::HeaderValue> = headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|value| {
-            let pairs: Vec<&[u8]> = value
-                .as_bytes()
-                .split(|&b| b == b';')
-                .map(<[u8]>::trim_ascii)
-                .filter(|pair| !pair.is_empty() && !named(pair))
-                .collect();
-            (!pairs.is_empty())
-                .then(|| http::HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok())
-                .flatten()
-        })
+        .filter_map(|value| without_named(value, names))
         .collect();
     headers.remove(http::header::COOKIE);
     for value in kept {
         headers.append(http::header::COOKIE, value);
     }
+}
+
+/// Whether a cookie pair (or a bare name without `=`) carries one of `names`.
+fn is_named(pair: &[u8], names: &[&str]) -> bool {
+    let name = split_pair(pair).map_or(pair.trim_ascii(), |(name, _)| name);
+    names.iter().any(|own| own.as_bytes() == name)
+}
+
+/// One `Cookie` value without the pairs named in `names`; `None` when no pair is left, so
+/// no empty header is forwarded.
+fn without_named(value: &http::HeaderValue, names: &[&str]) -> Option<http::HeaderValue> {
+    let pairs: Vec<&[u8]> = value
+        .as_bytes()
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty() && !is_named(pair, names))
+        .collect();
+    (!pairs.is_empty())
+        .then(|| http::HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok())
+        .flatten()
 }
 
 /// One `name=value` pair, both trimmed of spaces and tabs; `None` without `=`.

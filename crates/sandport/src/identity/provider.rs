@@ -118,45 +118,24 @@ impl Provider {
 
     async fn discover(&self) -> Result<Endpoints, FetchError> {
         let issuer = self.config.issuer.trim_end_matches('/');
-        let configured = |value: &Option<String>| value.clone();
+        let discovered = self.discovery_document(issuer).await?;
+        endpoints_from(&self.config, issuer, discovered.as_ref())
+    }
+
+    /// The provider's discovery document, fetched only when a needed endpoint is not
+    /// configured (a fully configured provider may not publish one).
+    async fn discovery_document(&self, issuer: &str) -> Result<Option<Discovery>, FetchError> {
         let all_configured = self.config.authorization_endpoint.is_some()
             && self.config.token_endpoint.is_some()
             && self.config.jwks_uri.is_some();
-        let discovered = if all_configured {
-            None
-        } else {
-            let url = format!("{issuer}/.well-known/openid-configuration");
-            let body = self.get(&url).await?;
-            Some(
-                serde_json::from_slice::<Discovery>(&body)
-                    .map_err(|error| FetchError::Parse(error.to_string()))?,
-            )
-        };
-        let pick = |own: &Option<String>, found: Option<&String>| {
-            configured(own).or_else(|| found.cloned())
-        };
-        let found = discovered.as_ref();
-        Ok(Endpoints {
-            authorization: pick(
-                &self.config.authorization_endpoint,
-                found.and_then(|d| d.authorization_endpoint.as_ref()),
-            )
-            .ok_or_else(|| FetchError::Parse("no authorization_endpoint".into()))?,
-            token: pick(
-                &self.config.token_endpoint,
-                found.and_then(|d| d.token_endpoint.as_ref()),
-            )
-            .ok_or_else(|| FetchError::Parse("no token_endpoint".into()))?,
-            jwks: pick(
-                &self.config.jwks_uri,
-                found.and_then(|d| d.jwks_uri.as_ref()),
-            )
-            .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json")),
-            end_session: pick(
-                &self.config.end_session_endpoint,
-                found.and_then(|d| d.end_session_endpoint.as_ref()),
-            ),
-        })
+        if all_configured {
+            return Ok(None);
+        }
+        let url = format!("{issuer}/.well-known/openid-configuration");
+        let body = self.get(&url).await?;
+        serde_json::from_slice::<Discovery>(&body)
+            .map(Some)
+            .map_err(|error| FetchError::Parse(error.to_string()))
     }
 
     /// The JWKS document.
@@ -200,35 +179,29 @@ impl Provider {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(parse_uri(&endpoint)?)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, self.basic_authorization())
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|error| FetchError::Parse(error.to_string()))?;
+        let (status, body) = self.send(request).await?;
+        token_answer(status, &body)
+    }
+
+    /// The client's credentials as an HTTP Basic `Authorization` value.
+    fn basic_authorization(&self) -> String {
         let credentials = format!(
             "{}:{}",
             self.config.client_id,
             self.config.client_secret.expose()
         );
-        let authorization = format!(
+        format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(credentials)
-        );
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(parse_uri(&endpoint)?)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::AUTHORIZATION, authorization)
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|error| FetchError::Parse(error.to_string()))?;
-        let (status, body) = self.send(request).await?;
-        if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|error| FetchError::Parse(error.to_string()));
-        }
-        match serde_json::from_slice::<ErrorAnswer>(&body) {
-            Ok(answer) => Err(FetchError::Refused {
-                error: answer.error,
-                description: answer.error_description,
-            }),
-            Err(_) => Err(FetchError::Status(status.as_u16())),
-        }
+        )
     }
 
     async fn get(&self, url: &str) -> Result<Bytes, FetchError> {
@@ -265,6 +238,48 @@ impl Provider {
         tokio::time::timeout(self.config.timeout, exchange)
             .await
             .map_err(|_| FetchError::Timeout)?
+    }
+}
+
+/// Endpoints from configuration, each missing one taken from the discovery document.
+fn endpoints_from(
+    config: &Config,
+    issuer: &str,
+    found: Option<&Discovery>,
+) -> Result<Endpoints, FetchError> {
+    let pick =
+        |own: &Option<String>, found: Option<&String>| own.clone().or_else(|| found.cloned());
+    Ok(Endpoints {
+        authorization: pick(
+            &config.authorization_endpoint,
+            found.and_then(|d| d.authorization_endpoint.as_ref()),
+        )
+        .ok_or_else(|| FetchError::Parse("no authorization_endpoint".into()))?,
+        token: pick(
+            &config.token_endpoint,
+            found.and_then(|d| d.token_endpoint.as_ref()),
+        )
+        .ok_or_else(|| FetchError::Parse("no token_endpoint".into()))?,
+        jwks: pick(&config.jwks_uri, found.and_then(|d| d.jwks_uri.as_ref()))
+            .unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json")),
+        end_session: pick(
+            &config.end_session_endpoint,
+            found.and_then(|d| d.end_session_endpoint.as_ref()),
+        ),
+    })
+}
+
+/// The token endpoint's answer: tokens, the provider's refusal, or a bare status.
+fn token_answer(status: http::StatusCode, body: &[u8]) -> Result<Tokens, FetchError> {
+    if status.is_success() {
+        return serde_json::from_slice(body).map_err(|error| FetchError::Parse(error.to_string()));
+    }
+    match serde_json::from_slice::<ErrorAnswer>(body) {
+        Ok(answer) => Err(FetchError::Refused {
+            error: answer.error,
+            description: answer.error_description,
+        }),
+        Err(_) => Err(FetchError::Status(status.as_u16())),
     }
 }
 

@@ -69,24 +69,40 @@ pub struct PathForm<'a> {
 /// Applies the sandbox response rules to `headers`.
 pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) {
     if let Some(path_form) = &shape.path_form {
-        for name in ORIGIN_WIDE {
-            headers.remove(name);
-        }
-        let cors: Vec<header::HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with("access-control-"))
-            .cloned()
-            .collect();
-        for name in cors {
-            headers.remove(name);
-        }
-        if path_form.app_port {
-            headers.append(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(PATH_FORM_APP_SANDBOX),
-            );
-        }
+        confine_to_path_form(headers, path_form);
     }
+    add_security_headers(headers, shape.frame_ancestors.as_ref());
+    isolate_cookies(headers, shape);
+    rewrite_header(headers, header::LOCATION, |v| (shape.urls)().rewrite(v));
+    rewrite_header(headers, header::REFRESH, |v| {
+        (shape.urls)().rewrite_refresh(v)
+    });
+}
+
+/// On the app's origin a sandbox may not send origin-wide headers, and an app port's pages
+/// must run in an opaque origin.
+fn confine_to_path_form(headers: &mut HeaderMap, path_form: &PathForm<'_>) {
+    for name in ORIGIN_WIDE {
+        headers.remove(name);
+    }
+    let cors: Vec<header::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+    if path_form.app_port {
+        headers.append(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PATH_FORM_APP_SANDBOX),
+        );
+    }
+}
+
+/// The headers every sandbox response carries, whatever it sent itself.
+fn add_security_headers(headers: &mut HeaderMap, frame_ancestors: Option<&HeaderValue>) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -95,40 +111,46 @@ pub fn shape_sandbox_headers(headers: &mut HeaderMap, shape: &SandboxShape<'_>) 
         header::REFERRER_POLICY,
         HeaderValue::from_static("strict-origin-when-cross-origin"),
     );
-    if let Some(csp) = &shape.frame_ancestors {
+    if let Some(csp) = frame_ancestors {
         headers.append(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
+}
+
+/// Replaces the response's cookies with their isolated forms; the ones dropped are counted,
+/// so a sandbox that keeps losing its cookies shows up in the metrics.
+fn isolate_cookies(headers: &mut HeaderMap, shape: &SandboxShape<'_>) {
     let cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
         .cloned()
         .collect();
     headers.remove(header::SET_COOKIE);
+    let kept = kept_cookies(&cookies, shape);
+    let dropped = cookies.len() - kept.len();
+    for cookie in kept {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    if dropped > 0 {
+        ::metrics::counter!(crate::metrics::COOKIES_DROPPED)
+            .increment(u64::try_from(dropped).unwrap_or(u64::MAX));
+    }
+}
+
+/// The cookies that may pass, rewritten; an app port on the path form may set none.
+fn kept_cookies(cookies: &[HeaderValue], shape: &SandboxShape<'_>) -> Vec<HeaderValue> {
     let (path_prefix, may_set_cookies) = match &shape.path_form {
         Some(path_form) => (Some(path_form.prefix), !path_form.app_port),
         None => (None, true),
     };
-    let kept = cookies
+    cookies
         .iter()
         .filter(|_| may_set_cookies)
         .filter(|cookie| cookie.len() <= MAX_COOKIE_BYTES)
         .filter_map(|cookie| cookie.to_str().ok())
         .filter_map(|text| isolate_cookie(text, shape.secure, path_prefix))
         .filter_map(|text| HeaderValue::from_str(&text).ok())
-        .take(MAX_COOKIES);
-    let mut passed = 0;
-    for cookie in kept {
-        headers.append(header::SET_COOKIE, cookie);
-        passed += 1;
-    }
-    if passed < cookies.len() {
-        ::metrics::counter!(crate::metrics::COOKIES_DROPPED)
-            .increment(u64::try_from(cookies.len() - passed).unwrap_or(u64::MAX));
-    }
-    rewrite_header(headers, header::LOCATION, |v| (shape.urls)().rewrite(v));
-    rewrite_header(headers, header::REFRESH, |v| {
-        (shape.urls)().rewrite_refresh(v)
-    });
+        .take(MAX_COOKIES)
+        .collect()
 }
 
 fn rewrite_header(
@@ -155,38 +177,14 @@ pub fn isolate_cookie(value: &str, secure: bool, path_prefix: Option<&str>) -> O
     if name.is_empty() || is_reserved(name) {
         return None;
     }
-    let attribute_name = |attribute: &str| {
-        attribute
-            .split_once('=')
-            .map_or(attribute, |(name, _)| name)
-            .trim()
-            .to_ascii_lowercase()
-    };
-    let mut attributes: Vec<String> = parts
-        .map(str::trim)
-        .filter(|attribute| !attribute.is_empty() && attribute_name(attribute) != "domain")
-        .filter(|attribute| path_prefix.is_none() || attribute_name(attribute) != "path")
-        .map(str::to_owned)
-        .collect();
+    let mut attributes = kept_attributes(parts, path_prefix.is_some());
     if let Some(prefix) = path_prefix {
-        let own_path = value
-            .split(';')
-            .skip(1)
-            .filter_map(|attribute| attribute.trim().split_once('='))
-            .filter(|(name, _)| name.trim().eq_ignore_ascii_case("path"))
-            .map(|(_, path)| path.trim())
-            .last()
-            .filter(|path| path.starts_with('/'))
-            .unwrap_or("/");
-        attributes.push(format!("Path={prefix}{own_path}"));
+        attributes.push(format!("Path={prefix}{}", own_path(value)));
     }
-    let has = |attributes: &[String], wanted: &str| {
-        attributes.iter().any(|a| attribute_name(a) == wanted)
-    };
-    if secure && !has(&attributes, "secure") {
+    if secure && !has_attribute(&attributes, "secure") {
         attributes.push("Secure".into());
     }
-    if !has(&attributes, "samesite") {
+    if !has_attribute(&attributes, "samesite") {
         attributes.push("SameSite=Strict".into());
     }
     let mut out = pair.to_owned();
@@ -195,6 +193,46 @@ pub fn isolate_cookie(value: &str, secure: bool, path_prefix: Option<&str>) -> O
         out.push_str(&attribute);
     }
     Some(out)
+}
+
+/// A cookie attribute's name, lowercased, for comparing against the ones the rules replace.
+fn attribute_name(attribute: &str) -> String {
+    attribute
+        .split_once('=')
+        .map_or(attribute, |(name, _)| name)
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The cookie's attributes without `Domain` (cookies stay host-only) and, when the path is
+/// to be moved (`replace_path`), without `Path`.
+fn kept_attributes<'a>(
+    attributes: impl Iterator<Item = &'a str>,
+    replace_path: bool,
+) -> Vec<String> {
+    attributes
+        .map(str::trim)
+        .filter(|attribute| !attribute.is_empty() && attribute_name(attribute) != "domain")
+        .filter(|attribute| !replace_path || attribute_name(attribute) != "path")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The cookie's own (last) `Path`, or `/` when it has none that is absolute.
+fn own_path(value: &str) -> &str {
+    value
+        .split(';')
+        .skip(1)
+        .filter_map(|attribute| attribute.trim().split_once('='))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("path"))
+        .map(|(_, path)| path.trim())
+        .last()
+        .filter(|path| path.starts_with('/'))
+        .unwrap_or("/")
+}
+
+fn has_attribute(attributes: &[String], wanted: &str) -> bool {
+    attributes.iter().any(|a| attribute_name(a) == wanted)
 }
 
 fn is_reserved(name: &str) -> bool {

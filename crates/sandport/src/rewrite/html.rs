@@ -34,40 +34,7 @@ pub enum Edit {
 /// Wraps `inner` so that its HTML is rewritten on the fly.
 pub fn rewrite(inner: Body, edits: Vec<Edit>) -> Body {
     let output = Arc::new(Mutex::new(Vec::new()));
-    let mut settings = Settings::new_send()
-        .with_strict(false)
-        .with_graceful_bail_out_on_content_handler_error(true)
-        .with_memory_settings(
-            MemorySettings::new()
-                .with_max_allowed_memory_usage(MAX_REWRITER_MEMORY)
-                .with_graceful_bail_out_on_memory_limit_exceeded(true),
-        );
-    for edit in edits {
-        settings = match edit {
-            Edit::PrependToHead(markup) => {
-                let mut done = false;
-                settings.append_element_content_handler(element!("head", move |head| {
-                    if !done {
-                        head.prepend(&markup, ContentType::Html);
-                        done = true;
-                    }
-                    Ok(())
-                }))
-            }
-            Edit::RewriteLocalUrls(urls) => settings.append_element_content_handler(element!(
-                "[href], [src], [action]",
-                move |element| {
-                    for name in ["href", "src", "action"] {
-                        let rewritten = element.get_attribute(name).and_then(|v| urls.rewrite(&v));
-                        if let Some(rewritten) = rewritten {
-                            element.set_attribute(name, &rewritten)?;
-                        }
-                    }
-                    Ok(())
-                }
-            )),
-        };
-    }
+    let settings = edits.into_iter().fold(lenient_settings(), with_edit);
     let rewriter = HtmlRewriter::new(settings, Sink(Arc::clone(&output)));
     HtmlBody {
         inner,
@@ -76,6 +43,58 @@ pub fn rewrite(inner: Body, edits: Vec<Edit>) -> Body {
         finished: false,
     }
     .boxed_unsync()
+}
+
+/// Non-strict, memory-bounded settings that bail out gracefully: markup the rewriter cannot
+/// handle passes through rather than breaking the page.
+fn lenient_settings() -> Settings<'static, 'static> {
+    Settings::new_send()
+        .with_strict(false)
+        .with_graceful_bail_out_on_content_handler_error(true)
+        .with_memory_settings(
+            MemorySettings::new()
+                .with_max_allowed_memory_usage(MAX_REWRITER_MEMORY)
+                .with_graceful_bail_out_on_memory_limit_exceeded(true),
+        )
+}
+
+/// Adds the content handler that carries out `edit`.
+fn with_edit(settings: Settings<'static, 'static>, edit: Edit) -> Settings<'static, 'static> {
+    match edit {
+        Edit::PrependToHead(markup) => prepend_to_head(settings, markup),
+        Edit::RewriteLocalUrls(urls) => rewrite_local_urls(settings, urls),
+    }
+}
+
+/// Prepends `markup` to the first `<head>` only: a page with several gets it once.
+fn prepend_to_head(
+    settings: Settings<'static, 'static>,
+    markup: String,
+) -> Settings<'static, 'static> {
+    let mut done = false;
+    settings.append_element_content_handler(element!("head", move |head| {
+        if !done {
+            head.prepend(&markup, ContentType::Html);
+            done = true;
+        }
+        Ok(())
+    }))
+}
+
+/// Points `localhost:{port}` links, sources and form actions at the runtime URLs.
+fn rewrite_local_urls(
+    settings: Settings<'static, 'static>,
+    urls: RuntimeUrls,
+) -> Settings<'static, 'static> {
+    settings.append_element_content_handler(element!("[href], [src], [action]", move |element| {
+        for name in ["href", "src", "action"] {
+            let rewritten = element.get_attribute(name).and_then(|v| urls.rewrite(&v));
+            if let Some(rewritten) = rewritten {
+                element.set_attribute(name, &rewritten)?;
+            }
+        }
+        Ok(())
+    }))
 }
 
 /// The rewriter's output, shared with the body that hands it on.
@@ -109,16 +128,60 @@ impl HtmlBody {
     fn take_output(&self) -> Vec<u8> {
         std::mem::take(&mut *self.output.lock().unwrap_or_else(PoisonError::into_inner))
     }
+
+    /// Takes one poll result of the inner body. Returns what to hand on at once (data once the
+    /// rewriter gave up, trailers, an error), or `None` when the rewriter's output, if any, is
+    /// what comes next.
+    fn feed(&mut self, polled: Polled) -> Option<Polled> {
+        match polled {
+            Some(Ok(frame)) => self.feed_frame(frame).map(|frame| Some(Ok(frame))),
+            Some(Err(error)) => {
+                self.finished = true;
+                Some(Some(Err(error)))
+            }
+            None => {
+                self.finish();
+                None
+            }
+        }
+    }
+
+    fn feed_frame(&mut self, frame: Frame<Bytes>) -> Option<Frame<Bytes>> {
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            // Trailers pass through unchanged.
+            Err(frame) => return Some(frame),
+        };
+        match self.rewriter.as_mut() {
+            Some(rewriter) => {
+                if let Err(error) = rewriter.write(&data) {
+                    self.bail_out(&error);
+                }
+                None
+            }
+            None => Some(Frame::data(data)),
+        }
+    }
+
+    /// Never poll a finished body again: flush the rewriter and stop.
+    fn finish(&mut self) {
+        self.finished = true;
+        if let Some(rewriter) = self.rewriter.take() {
+            if let Err(error) = rewriter.end() {
+                self.bail_out(&error);
+            }
+        }
+    }
 }
+
+/// One poll result of a body that is ready.
+type Polled = Option<Result<Frame<Bytes>, BoxError>>;
 
 impl HttpBody for HtmlBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Polled> {
         loop {
             let ready = self.take_output();
             if !ready.is_empty() {
@@ -127,36 +190,12 @@ impl HttpBody for HtmlBody {
             if self.finished {
                 return Poll::Ready(None);
             }
-            let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            let polled = match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(frame) => frame,
+                Poll::Ready(polled) => polled,
             };
-            match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match self.rewriter.as_mut() {
-                        Some(rewriter) => {
-                            if let Err(error) = rewriter.write(&data) {
-                                self.bail_out(&error);
-                            }
-                        }
-                        None => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    },
-                    // Trailers pass through unchanged.
-                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                },
-                Some(Err(error)) => {
-                    self.finished = true;
-                    return Poll::Ready(Some(Err(error)));
-                }
-                None => {
-                    // Never poll a finished body again: flush the rewriter and stop.
-                    self.finished = true;
-                    if let Some(rewriter) = self.rewriter.take() {
-                        if let Err(error) = rewriter.end() {
-                            self.bail_out(&error);
-                        }
-                    }
-                }
+            if let Some(passed) = self.feed(polled) {
+                return Poll::Ready(passed);
             }
         }
     }
