@@ -16,6 +16,7 @@ test: lint unit js openhands deploy e2e
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	python3 scripts/fn-lengths.py
 
 unit:
 	cargo test --workspace --locked

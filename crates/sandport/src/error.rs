@@ -14,6 +14,7 @@ use crate::routing::{ConversationId, RouteError};
 
 pub const UNAUTHENTICATED_BODY: &str =
     "Authentication required. Please login at the main application first.";
+const BAD_BODY: &str = "Bad request: malformed request body";
 /// What a 405 for CONNECT or TRACE offers instead.
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 const LOGIN_REQUIRED_BODY: &str = r#"{"error":"Authentication required"}"#;
@@ -219,11 +220,7 @@ impl ProxyError {
                 "Request body too large",
                 "body_too_large",
             ),
-            ProxyError::BadRequestBody => quiet(
-                S::BAD_REQUEST,
-                "Bad request: malformed request body",
-                "bad_request_body",
-            ),
+            ProxyError::BadRequestBody => quiet(S::BAD_REQUEST, BAD_BODY, "bad_request_body"),
             ProxyError::UpstreamUnreachable { upstream, .. } => loud(
                 S::BAD_GATEWAY,
                 upstream_message(upstream, "not reachable"),
