@@ -394,8 +394,7 @@ impl Connection {
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => return self.ended(result),
-            // Read once, before the connection is first polled, as a precondition would be.
-            () = self.close_requested(!seen_request.load(Ordering::Relaxed)) => {
+            () = self.close_requested(&seen_request) => {
                 connection.as_mut().graceful_shutdown();
             }
             () = self.signals.hard_stop.cancelled() => return,
@@ -407,14 +406,14 @@ impl Connection {
     }
 
     /// Resolves when the connection is to finish its in-flight requests and close: on
-    /// shutdown, or at the first-request deadline when `deadline_armed`.
-    async fn close_requested(&self, deadline_armed: bool) {
-        let first_request_deadline = tokio::time::sleep(self.header_read_timeout);
+    /// shutdown, or at the first-request deadline if no request has arrived by then. The
+    /// flag is read when the deadline passes: a connection that has been used lives on.
+    async fn close_requested(&self, seen_request: &AtomicBool) {
         let deadline = async {
-            if !deadline_armed {
+            tokio::time::sleep(self.header_read_timeout).await;
+            if seen_request.load(Ordering::Relaxed) {
                 std::future::pending::<()>().await;
             }
-            first_request_deadline.await;
         };
         tokio::select! {
             () = self.signals.shutdown.cancelled() => {}

@@ -118,6 +118,55 @@ async fn slow_and_silent_clients_are_closed_by_the_header_timeout() {
     }
 }
 
+/// The first-request deadline is for connections that never send a request: an h2 connection
+/// in use keeps serving past it (no GOAWAY after `header_read_timeout_secs`).
+#[tokio::test]
+async fn a_connection_in_use_outlives_the_first_request_deadline() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start_with_server_keys(
+        &static_config(upstream, ""),
+        "header_read_timeout_secs = 1\n",
+    );
+    gw.wait_ready().await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let target = format!(
+        "http://{}-{CID}.runtime.sandport.test:{}/",
+        upstream.port(),
+        gw.addr.port()
+    );
+    // One request every 100 ms on the one connection, for three deadlines' worth of time.
+    let started = Instant::now();
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        pace.tick().await;
+        let request = http::Request::get(&target)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap_or_else(|error| {
+            panic!(
+                "request {served} after {:?} failed: {error}",
+                started.elapsed()
+            )
+        });
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        served += 1;
+    }
+    assert!(
+        !connection.is_finished(),
+        "the connection was closed after {served} requests"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_ends_open_websockets_at_the_grace_deadline() {
     let upstream = sandbox_server::spawn_local().await.unwrap();
