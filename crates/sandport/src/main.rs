@@ -174,19 +174,27 @@ fn explain(config: &FileConfig, url: &str, user: &str) -> ExitCode {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
+/// Completes on SIGTERM or SIGINT. SIGHUP, which would end the process by default (a closed
+/// terminal, a log rotator), is logged and ignored: sandport has no configuration reload, and
+/// a restart drains (docs/deploy.md).
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         // Without handlers the process could not drain; wait forever rather than exit at once.
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP ignored: sandport does not reload its configuration; restart it to apply changes"
+            ),
+        }
     }
 }

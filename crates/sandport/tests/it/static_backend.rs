@@ -376,6 +376,25 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
+/// Catalogue 112: SIGHUP (a closed terminal, a log rotator) would end the process by
+/// default; sandport logs that it ignores it and keeps serving.
+#[tokio::test]
+async fn sighup_is_logged_and_ignored() {
+    let (gw, port) = world("").await;
+    let main = format!("sandport.test:{}", gw.addr.port());
+    gw.signal("HUP");
+    gw.wait_for_log_line("the SIGHUP warning", |line| line.contains("SIGHUP ignored"))
+        .await;
+    let reply = send(gw.addr, authed(&main, &format!("/runtime/{OWNED}/{port}/")))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "sandport stopped serving after SIGHUP"
+    );
+}
+
 /// Catalogue 80: every answer sandport makes itself (401, 403, 404, 502, the 204 probe)
 /// carries the protective headers, and none reflects the hostile path it was asked for.
 #[tokio::test]
