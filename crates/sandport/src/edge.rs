@@ -2,10 +2,10 @@
 //! cross-site WebSocket hijacking and writes from sandbox pages to the app. Pure.
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 
 use crate::body::Body;
-use crate::respond::Own;
+use crate::respond;
 use crate::routing;
 
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, PUT, PATCH, POST, DELETE";
@@ -25,7 +25,7 @@ pub fn preflight(method: &Method, headers: &HeaderMap, app_origin: &str) -> Opti
     if !is_preflight {
         return None;
     }
-    let mut response = Own::new(StatusCode::NO_CONTENT).into_response();
+    let mut response = respond::no_content().into_response();
     let out = response.headers_mut();
     allow_origin(out, app_origin);
     out.insert(
@@ -165,7 +165,7 @@ mod tests {
             ("access-control-request-headers", "content-type, x-custom"),
         ]);
         let response = preflight(&Method::OPTIONS, &ok, APP).unwrap();
-        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
         let h = response.headers();
         assert_eq!(h["access-control-allow-origin"], APP);
         assert_eq!(h["access-control-allow-credentials"], "true");

@@ -125,6 +125,11 @@ pub fn json_ok(body: impl Into<Bytes>) -> Response<Body> {
     json(StatusCode::OK, body)
 }
 
+/// A `200`, to be given a body.
+pub fn ok() -> Own {
+    Own::new(StatusCode::OK)
+}
+
 /// A `204` with no body.
 pub fn no_content() -> Own {
     Own::new(StatusCode::NO_CONTENT)

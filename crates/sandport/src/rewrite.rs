@@ -23,7 +23,7 @@ use http::{Method, Response, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::body::Body;
-use crate::respond::Own;
+use crate::respond;
 use crate::routing::{self, Form, RuntimeTarget};
 use local_url::RuntimeUrls;
 
@@ -112,7 +112,7 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
         return None;
     }
     Some(
-        Own::new(StatusCode::OK)
+        respond::ok()
             .body("text/javascript; charset=utf-8", SCRIPT)
             .cache("public, max-age=31536000, immutable")
             .into_response(),
