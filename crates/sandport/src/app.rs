@@ -169,6 +169,7 @@ impl Serving {
             max_connections: config.server.max_connections,
         };
         let (signals, stopped) = (server::Shutdown::default(), CancellationToken::new());
+        let tls_on = tls.is_some();
         let (handles, threads) = server::spawn_workers(
             workers,
             make_gateway,
@@ -180,7 +181,7 @@ impl Serving {
         let acceptor = tokio::spawn(server::accept(
             listener,
             handles,
-            server_config.max_connections,
+            (server_config.max_connections, tls_on),
             signals.clone(),
         ));
         Ok(Self {

@@ -38,6 +38,8 @@ pub const CONTESTED_CONVERSATIONS: &str = "sandport_discovery_contested_conversa
 pub const WEBSOCKETS_OPEN: &str = "sandport_websockets_open";
 /// Log lines dropped because the log writer's queue was full.
 pub const LOG_LINES_DROPPED: &str = "sandport_log_lines_dropped_total";
+/// Client connections refused at once because `max_connections` were open.
+pub const CONNECTIONS_REFUSED: &str = "sandport_connections_refused_total";
 /// Client connections currently open, by `worker` (its index).
 pub const CONNECTIONS_OPEN: &str = "sandport_connections_open";
 

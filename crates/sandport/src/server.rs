@@ -177,7 +177,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 pub async fn accept(
     listener: std::net::TcpListener,
     workers: Vec<Worker>,
-    max_connections: usize,
+    (max_connections, tls): (usize, bool),
     signals: Shutdown,
 ) {
     let Some(listener) = tokio_listener(listener) else {
@@ -185,7 +185,7 @@ pub async fn accept(
     };
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
-        let Some((permit, accepted)) = next_connection(&listener, &slots, &signals).await else {
+        let Some(accepted) = accept_one(&listener, &signals).await else {
             return;
         };
         let (stream, peer) = match accepted {
@@ -194,6 +194,10 @@ pub async fn accept(
                 back_off_after(&error).await;
                 continue;
             }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse_over_capacity(stream, tls);
+            continue;
         };
         let Some(worker) = least_loaded(&workers) else {
             tracing::error!("no worker is running; closing the listener");
@@ -220,25 +224,38 @@ async fn back_off_after(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Waits for a free slot, then for a connection to fill it; `None` on shutdown.
-async fn next_connection(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-    signals: &Shutdown,
-) -> Option<(OwnedSemaphorePermit, std::io::Result<Accepted>)> {
-    let permit = free_slot(slots, signals).await?;
-    Some((permit, accept_one(listener, signals).await?))
-}
-
 /// An accepted stream, as a std stream a worker's reactor can take over, and its peer.
 type Accepted = (std::net::TcpStream, SocketAddr);
 
-/// Waits for one of the `max_connections` slots; `None` on shutdown.
-async fn free_slot(slots: &Arc<Semaphore>, signals: &Shutdown) -> Option<OwnedSemaphorePermit> {
-    tokio::select! {
-        permit = Arc::clone(slots).acquire_owned() => permit.ok(),
-        () = signals.shutdown.cancelled() => None,
+/// The answer past `max_connections`, written before the request is read. It is the one
+/// response not rendered by `respond`: no worker holds the connection, and there is no request
+/// to answer yet. Its headers are the same protective ones.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
+x-content-type-options: nosniff\r\nretry-after: 1\r\nconnection: close\r\n\
+content-length: 43\r\n\r\nsandport is at its connection limit; retry\n";
+
+/// Past `max_connections` a new connection is answered at once and closed, rather than left
+/// in the backlog where clients and load balancers cannot tell overload from a hang; the
+/// connections already open are not touched. A TLS connection is closed without an answer
+/// (a plaintext one would be garbage to it).
+fn refuse_over_capacity(stream: std::net::TcpStream, tls: bool) {
+    ::metrics::counter!(metrics::CONNECTIONS_REFUSED).increment(1);
+    tracing::debug!("connection refused: max_connections reached");
+    if tls {
+        return;
     }
+    let Ok(mut stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let answer = async {
+            stream.write_all(OVER_CAPACITY).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    });
 }
 
 /// Accepts one connection; `None` on shutdown.

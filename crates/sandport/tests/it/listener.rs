@@ -167,6 +167,70 @@ async fn a_connection_in_use_outlives_the_first_request_deadline() {
     );
 }
 
+/// Catalogue 107: past `max_connections` a new connection gets a 503 at once and is closed;
+/// the open ones keep working, the refusal is counted, and a freed slot serves again.
+#[tokio::test]
+async fn catalogue_107_connections_past_the_cap_get_503_at_once() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let gw = Gateway::start_with_server_keys(&static_config(upstream, ""), "max_connections = 2\n");
+    gw.wait_ready().await;
+    let target = format!("/runtime/{CID}/{}/", upstream.port());
+    let open_one = || async {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        (sender, tokio::spawn(connection))
+    };
+    let request = || {
+        http::Request::get(&target)
+            .header("host", "sandport.test")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (mut sender, connection) = open_one().await;
+        let response = sender.send_request(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        held.push((sender, connection));
+    }
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("the connection past the cap is answered and closed at once")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{answer}"
+    );
+    assert_eq!(
+        gw.metric("sandport_connections_refused_total", "").await,
+        1.0
+    );
+    // the open connections are untouched
+    let response = held[0].0.send_request(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+    // a freed slot serves new connections again
+    drop(held.pop());
+    crate::harness::eventually("a freed slot is reused", Duration::from_secs(5), || async {
+        let (mut sender, _connection) = open_one().await;
+        sender
+            .send_request(request())
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn sigterm_ends_open_websockets_at_the_grace_deadline() {
     let upstream = sandbox_server::spawn_local().await.unwrap();
