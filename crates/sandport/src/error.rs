@@ -24,16 +24,9 @@ const LOGIN_REQUIRED_BODY: &str = r#"{"error":"Authentication required"}"#;
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// A request-target form sandport does not serve (authority-form, `*` on a method other
-    /// than OPTIONS): 400, and the connection is closed.
-    #[error("request-target refused: {0}")]
-    BadTarget(&'static str),
-    /// CONNECT or TRACE: 405, and the connection is closed; nothing is dialled.
-    #[error("method {0} refused")]
-    MethodRefused(http::Method),
-    /// `OPTIONS *`: about the server, not a resource; answered here, never forwarded.
-    #[error("OPTIONS * is not forwarded")]
-    AsteriskOptions,
+    /// A request line sandport does not serve, refused before anything else.
+    #[error(transparent)]
+    Form(#[from] FormRefusal),
     #[error(transparent)]
     Route(#[from] RouteError),
     #[error("authentication required")]
@@ -86,6 +79,23 @@ pub enum ProxyError {
 }
 
 pub use crate::body::BoxError;
+
+/// Request lines sandport does not serve (RFC 9112 §3.2, catalogue 12, 13, 17).
+#[derive(Debug, thiserror::Error)]
+pub enum FormRefusal {
+    /// Authority-form, or `*` on a method other than OPTIONS: 400, and the connection closes.
+    #[error("request-target refused: {0}")]
+    BadTarget(&'static str),
+    /// 414, and the connection closes.
+    #[error("request-target longer than {0} bytes")]
+    TargetTooLong(usize),
+    /// CONNECT or TRACE: 405, and the connection closes; nothing is dialled.
+    #[error("method {0} refused")]
+    MethodRefused(http::Method),
+    /// `OPTIONS *`: about the server, not a resource; answered here, never forwarded.
+    #[error("OPTIONS * is not forwarded")]
+    AsteriskOptions,
+}
 
 /// Which upstream a failure concerns.
 #[derive(Debug, Clone)]
@@ -184,13 +194,7 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             ProxyError::BadRequest(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_request"),
-            ProxyError::BadTarget(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_target"),
-            ProxyError::MethodRefused(_) => quiet(
-                S::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-                "method_refused",
-            ),
-            ProxyError::AsteriskOptions => quiet(S::NOT_FOUND, "Not found", "asterisk_options"),
+            ProxyError::Form(refusal) => form_decision(refusal),
             ProxyError::Route(RouteError::MalformedRuntimePath) => {
                 quiet(S::NOT_FOUND, "Not found", "malformed_route")
             }
@@ -267,10 +271,10 @@ impl ProxyError {
     /// was not HTTP sandport serves (what follows it on the connection is not trusted).
     fn extra_headers(&self, reply: Own) -> Own {
         match self {
-            ProxyError::BadTarget(_) => {
+            ProxyError::Form(FormRefusal::BadTarget(_) | FormRefusal::TargetTooLong(_)) => {
                 reply.header(header::CONNECTION, HeaderValue::from_static("close"))
             }
-            ProxyError::MethodRefused(_) => reply
+            ProxyError::Form(FormRefusal::MethodRefused(_)) => reply
                 .header(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS))
                 .header(header::CONNECTION, HeaderValue::from_static("close")),
             ProxyError::Login(LoginRefusal::RefreshMethod) => {
@@ -386,6 +390,20 @@ fn login_decision(refusal: &LoginRefusal) -> Decision {
             failed(r#"{"error":"Token verification failed after refresh"}"#).json()
         }
         LoginRefusal::RefreshFailed => failed(r#"{"error":"Token refresh failed"}"#).json(),
+    }
+}
+
+fn form_decision(refusal: &FormRefusal) -> Decision {
+    use StatusCode as S;
+    match refusal {
+        FormRefusal::BadTarget(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_target"),
+        FormRefusal::TargetTooLong(_) => quiet(S::URI_TOO_LONG, "URI too long", "target_too_long"),
+        FormRefusal::MethodRefused(_) => quiet(
+            S::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+            "method_refused",
+        ),
+        FormRefusal::AsteriskOptions => quiet(S::NOT_FOUND, "Not found", "asterisk_options"),
     }
 }
 

@@ -22,7 +22,7 @@ use crate::authz;
 use crate::body::{self, Body};
 use crate::discovery::{self, Store};
 use crate::edge;
-use crate::error::{ProxyError, RequestKind, Upstream};
+use crate::error::{FormRefusal, ProxyError, RequestKind, Upstream};
 use crate::identity::oidc::{self, unix_now};
 use crate::identity::{session, Authentication, Authenticator, HostKind, Principal};
 use crate::metrics;
@@ -665,23 +665,31 @@ fn runtime_auth_location(context: &Context) -> String {
     format!("{}{}?{query}", context.app_origin, oidc::RUNTIME_AUTH_PATH)
 }
 
+/// The longest request-target served (414 beyond): as nginx's default large buffer and the
+/// URL lengths browsers and upstream servers reliably handle.
+const MAX_TARGET_LEN: usize = 8 * 1024;
+
 /// The request-target forms sandport serves (RFC 9112 §3.2): origin-form, absolute-form, and
 /// `*` for OPTIONS only, answered here. CONNECT and TRACE are refused before anything else: a
 /// gateway that dials what CONNECT names is an open proxy, and TRACE echoes credentials back.
-fn check_request_form(method: &http::Method, uri: &Uri) -> Result<(), ProxyError> {
+fn check_request_form(method: &http::Method, uri: &Uri) -> Result<(), FormRefusal> {
     if method == http::Method::CONNECT || method == http::Method::TRACE {
-        return Err(ProxyError::MethodRefused(method.clone()));
+        return Err(FormRefusal::MethodRefused(method.clone()));
+    }
+    let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > MAX_TARGET_LEN {
+        return Err(FormRefusal::TargetTooLong(MAX_TARGET_LEN));
     }
     if uri.scheme().is_some() {
         return Ok(()); // absolute-form; its authority is checked against Host
     }
     match uri.path_and_query().map(http::uri::PathAndQuery::as_str) {
         Some(target) if target.starts_with('/') => Ok(()),
-        Some("*") if method == http::Method::OPTIONS => Err(ProxyError::AsteriskOptions),
-        Some("*") => Err(ProxyError::BadTarget(
+        Some("*") if method == http::Method::OPTIONS => Err(FormRefusal::AsteriskOptions),
+        Some("*") => Err(FormRefusal::BadTarget(
             "asterisk-form on a method other than OPTIONS",
         )),
-        _ => Err(ProxyError::BadTarget("authority-form request-target")),
+        _ => Err(FormRefusal::BadTarget("authority-form request-target")),
     }
 }
 

@@ -318,3 +318,50 @@ async fn catalogue_12_13_connect_trace_and_odd_target_forms_are_refused_and_neve
         "sandport connected to the address CONNECT named"
     );
 }
+
+/// Catalogue 17: 101 headers, one 100 KiB cookie and 300 KiB of headers get 431, a 16 KiB
+/// request-target 414, each with the connection closed; the limits leave room for normal
+/// requests (a 4 KiB target and 60 headers are served).
+#[tokio::test]
+async fn catalogue_17_header_and_request_line_limits_answer_431_and_414() {
+    let (upstream, gw) = static_gateway().await;
+    let a = crate::harness::STATIC_CONVERSATION;
+    let host = format!("sandport.test:{}", gw.addr.port());
+    let path = format!("/runtime/{a}/{}/", upstream.port());
+    let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let some: String = (0..60).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let big_cookie = format!("cookie: c={}\r\n", "a".repeat(100 * 1024));
+    let big_headers: String = (0..30)
+        .map(|i| format!("x-big{i}: {}\r\n", "b".repeat(10 * 1024)))
+        .collect();
+    let long_target = format!("{path}?q={}", "q".repeat(16 * 1024));
+    let normal_target = format!("{path}?q={}", "q".repeat(4 * 1024));
+    let cases = [
+        (path.clone(), many, 431),
+        (path.clone(), big_cookie, 431),
+        (path.clone(), big_headers, 431),
+        (long_target, String::new(), 414),
+        (normal_target, some, 200),
+    ];
+    for (target, headers, expected) in cases {
+        let start = format!("GET {target} HTTP/1.1\r\nhost: {host}\r\n{headers}");
+        // closing is the gateway's decision for the refusals: no `connection: close` sent
+        let more = if expected == 200 {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
+        let (status, text) = raw_exchange(gw.addr, &start, more).await;
+        let summary = format!(
+            "{} bytes of target, {} of headers",
+            target.len(),
+            headers.len()
+        );
+        assert_eq!(
+            status,
+            expected,
+            "{summary}: {}",
+            text.lines().next().unwrap_or("")
+        );
+    }
+}
