@@ -329,6 +329,7 @@ pub fn rewrite_config(config: &FileConfig) -> crate::rewrite::Config {
         rewrite_sandbox_html: config.rewrite.rewrite_sandbox_html,
         default_settings: config.rewrite.default_settings,
         logout_url: config.rewrite.logout_url.clone(),
+        max_decoded_bytes: config.rewrite.max_decoded_bytes,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Config {
     pub default_settings: bool,
     /// Script option `data-logout-url`.
     pub logout_url: Option<String>,
+    /// Decoded bytes of a compressed page past which it is cut off.
+    pub max_decoded_bytes: u64,
 }
 
 impl Config {
@@ -179,7 +181,7 @@ fn rewrite_local_urls(
     if !rewrite {
         return body;
     }
-    match decode::decoded(body, &mut parts.headers) {
+    match decode::decoded(body, &mut parts.headers, config.max_decoded_bytes) {
         Ok(body) => {
             prepare_rewritten_headers(&mut parts.headers);
             html::rewrite(body, vec![html::Edit::RewriteLocalUrls(urls())])
@@ -194,7 +196,7 @@ pub fn shape_app(config: &Config, response: Response<Body>, method: &Method) -> 
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    match decode::decoded(body, &mut parts.headers) {
+    match decode::decoded(body, &mut parts.headers, config.max_decoded_bytes) {
         Ok(body) => {
             prepare_rewritten_headers(&mut parts.headers);
             // The page names a versioned script: a cached page would pin an old one.

@@ -291,6 +291,8 @@ pub struct RewriteSection {
     pub rewrite_sandbox_html: bool,
     pub default_settings: bool,
     pub logout_url: Option<String>,
+    /// A decoded (to be rewritten) compressed page is cut off past this many bytes.
+    pub max_decoded_bytes: u64,
 }
 
 impl Default for RewriteSection {
@@ -301,6 +303,7 @@ impl Default for RewriteSection {
             rewrite_sandbox_html: false,
             default_settings: false,
             logout_url: None,
+            max_decoded_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -431,3 +431,70 @@ async fn catalogue_26_27_50_77_83_path_form_responses_cannot_act_on_the_app_orig
             >= 29.0
     );
 }
+
+/// Catalogue 104: a gzip bomb labelled `text/html` (32 MiB of one byte in about 32 KiB) from
+/// the app is decoded only up to `max_decoded_bytes`: the client gets a cut-off response, not
+/// the bomb, the cut is counted, and the gateway's memory stays small.
+#[tokio::test]
+async fn catalogue_104_a_decompression_bomb_is_cut_off_at_the_decode_limit() {
+    let limit = 1024 * 1024;
+    let mut plain = b"<!doctype html><html><head></head><body>".to_vec();
+    plain.resize(32 * 1024 * 1024, b'a');
+    let bomb = compress("gzip", &plain).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let bomb = bomb.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 8192];
+                let _ = stream.read(&mut buffer).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    bomb.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&bomb).await;
+            });
+        }
+    });
+    let gw = gateway(app, &format!("[rewrite]\nmax_decoded_bytes = {limit}\n")).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nhost: sandport.test:{}\r\nauthorization: Bearer {TOKEN}\r\n\
+         connection: close\r\n\r\n",
+        gw.addr.port()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the cut-off response ends");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&raw[..64.min(raw.len())])
+    );
+    assert!(
+        raw.len() < 2 * limit,
+        "{} bytes reached the client",
+        raw.len()
+    );
+    assert!(
+        !raw.ends_with(b"0\r\n\r\n"),
+        "the cut-off body looked complete"
+    );
+    let cut = gw
+        .metric(
+            "sandport_rewrite_skipped_total",
+            "reason=\"decoded_too_large\"",
+        )
+        .await;
+    assert_eq!(cut, 1.0);
+    let peak = gw.peak_rss_kib();
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB");
+}
