@@ -222,6 +222,7 @@ impl Gateway {
         record: &mut Record,
     ) -> Result<Context, ProxyError> {
         check_request_form(request.method(), request.uri())?;
+        check_h2_field_values(request)?;
         let host = public_host(request)?;
         let path_and_query = request
             .uri()
@@ -691,6 +692,26 @@ fn check_request_form(method: &http::Method, uri: &Uri) -> Result<(), FormRefusa
         )),
         _ => Err(FormRefusal::BadTarget("authority-form request-target")),
     }
+}
+
+/// HTTP/2 carries field values as sent, where HTTP/1.1's parser trims them: a value that
+/// starts or ends with whitespace makes the request malformed (RFC 9113 §8.2.1), and would
+/// otherwise be re-emitted as is in the upstream HTTP/1.1 request (catalogue 36).
+fn check_h2_field_values<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    if request.version() != Version::HTTP_2 {
+        return Ok(());
+    }
+    let padded = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        let blank = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        blank(bytes.first()) || blank(bytes.last())
+    };
+    if request.headers().values().any(padded) {
+        return Err(ProxyError::BadRequest(
+            "HTTP/2 field value with leading or trailing whitespace",
+        ));
+    }
+    Ok(())
 }
 
 /// A path-and-query split at its first `?`.

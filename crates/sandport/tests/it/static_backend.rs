@@ -303,6 +303,39 @@ async fn h2c_requests_reach_the_upstream_as_http11_with_the_public_host() {
         .contains(&format!("[\"host\",\"{authority}\"]")));
 }
 
+/// Catalogue 36: an HTTP/2 field value with leading or trailing whitespace is malformed
+/// (RFC 9113 §8.2.1): 400, never re-emitted upstream; the same connection keeps serving.
+#[tokio::test]
+async fn catalogue_36_h2_field_values_with_surrounding_whitespace_are_refused() {
+    let (gw, port) = world("").await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let authority = format!("{port}-{OWNED}.runtime.sandport.test:{}", gw.addr.port());
+    let request = |value: &'static str| {
+        http::Request::get(format!("http://{authority}/h2"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("x-padded", http::HeaderValue::from_static(value))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    for value in [" leading", "trailing ", "\ttab", " both "] {
+        let response = sender.send_request(request(value)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{value:?}");
+    }
+    let response = sender.send_request(request("in side")).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "inner whitespace is fine"
+    );
+}
+
 #[tokio::test]
 async fn ambiguous_hosts_are_refused() {
     let (gw, _) = world("").await;
