@@ -222,7 +222,7 @@ async fn docker_sandboxes_end_to_end() {
     // says "no discovery work is about to start"), not a wait for something to happen.
     let margin = Duration::from_millis(500);
     let mut quiet_window = false;
-    for _ in 0..10 {
+    for _ in 0..30 {
         let activity = discovery_activity().await;
         tokio::time::sleep(margin).await;
         let calls = gw.metric("sandport_docker_api_calls_total", "").await;
