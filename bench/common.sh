@@ -62,10 +62,34 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Picks a port now and binds it later: racy, which is acceptable for benchmarks run by hand
-# (they are not tests). The integration tests bind port 0 and read the bound address instead.
+# Picks a port now and binds it later: racy, another process may take it in between. Only
+# nginx uses it: it cannot bind port 0 and report the port it got. The upstream and sandport
+# bind port 0 and log the address they bound (see wait_log_line).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_log_line NAME PID FILE PATTERN: polls FILE (ANSI colours stripped) until a line
+# matches the extended regex PATTERN, then sets LOG_LINE to it. Gives up, with the end of the
+# log, when PID exits first or after BENCH_START_TIMEOUT seconds (default 10).
+wait_log_line() {
+    local name="$1" pid="$2" file="$3" pattern="$4"
+    local timeout="${BENCH_START_TIMEOUT:-10}"
+    local deadline=$((SECONDS + timeout))
+    LOG_LINE=""
+    while :; do
+        LOG_LINE="$(sed 's/\x1b\[[0-9;]*m//g' "$file" 2>/dev/null | grep -E -m1 -e "$pattern" || true)"
+        [ -z "$LOG_LINE" ] || return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$file" >&2 2>/dev/null || true
+            die "$name exited before logging that it listens"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 20 "$file" >&2 2>/dev/null || true
+            die "$name did not log that it listens within ${timeout}s"
+        fi
+        sleep 0.05
+    done
 }
 
 # Waits until GET $1 answers 200 (extra curl arguments follow).
@@ -82,25 +106,29 @@ wait_ready() {
     die "$name did not answer 200 on $url (logs in $WORK)"
 }
 
-# start_upstream PORT: the test upstream on PORT; sets UPSTREAM_PID.
+# start_upstream: the test upstream on a port of its choosing (SANDBOX_PORTS=0; it binds
+# 0.0.0.0, only loopback traffic is sent); waits for its `listening on` line and sets
+# UPSTREAM_PORT and UPSTREAM_PID.
 start_upstream() {
-    log "upstream sandbox-server on 127.0.0.1:$1"
-    SANDBOX_PORTS="$1" "$UPSTREAM_BIN" 2>"$WORK/upstream.log" &
+    SANDBOX_PORTS=0 "$UPSTREAM_BIN" 2>"$WORK/upstream.log" &
     UPSTREAM_PID=$!
     PIDS+=("$UPSTREAM_PID")
+    wait_log_line upstream "$UPSTREAM_PID" "$WORK/upstream.log" \
+        '^sandbox-server: listening on [^ ]+:[0-9]+$'
+    UPSTREAM_PORT="${LOG_LINE##*:}"
+    log "upstream sandbox-server on port $UPSTREAM_PORT"
 }
 
-# start_sandport PORT ADMIN_PORT [WRAPPER...]: sandport on static discovery with the one
-# bench sandbox and token identity, run under WRAPPER when given; sets SANDPORT_PID.
+# start_sandport [WRAPPER...]: sandport on static discovery with the one bench sandbox and
+# token identity, run under WRAPPER when given, both listeners on 127.0.0.1 port 0; waits for
+# its `sandport listening` line and sets SANDPORT_PORT, ADMIN_PORT and SANDPORT_PID.
 start_sandport() {
-    local port="$1" admin_port="$2"
-    shift 2
     cat >"$WORK/sandport.toml" <<EOF
 [server]
-listen = "127.0.0.1:$port"
+listen = "127.0.0.1:0"
 
 [admin]
-listen = "127.0.0.1:$admin_port"
+listen = "127.0.0.1:0"
 
 [identity]
 mode = "token"
@@ -116,15 +144,22 @@ user_id = "$USER_ID"
 address = "127.0.0.1"
 
 [log]
-level = "${BENCH_LOG_LEVEL:-warn}"
+# sandport::app=info keeps the "sandport listening" line, which gives the bound addresses.
+level = "${BENCH_LOG_LEVEL:-warn},sandport::app=info"
+format = "text"
 EOF
-    log "sandport on 127.0.0.1:$port"
     # Variables would override the file: drop any SANDPORT_* from the caller's environment.
     # shellcheck disable=SC2046
     env $(env | sed -n 's/^\(SANDPORT_[A-Z0-9_]*\)=.*/-u \1/p') \
         "$@" "$SANDPORT_BIN" serve --config "$WORK/sandport.toml" 2>"$WORK/sandport.log" &
     SANDPORT_PID=$!
     PIDS+=("$SANDPORT_PID")
+    wait_log_line sandport "$SANDPORT_PID" "$WORK/sandport.log" 'sandport listening'
+    SANDPORT_PORT="$(sed -nE 's/.* listen=127\.0\.0\.1:([0-9]+)( .*)?$/\1/p' <<<"$LOG_LINE")"
+    ADMIN_PORT="$(sed -nE 's/.* admin=127\.0\.0\.1:([0-9]+)( .*)?$/\1/p' <<<"$LOG_LINE")"
+    [ -n "$SANDPORT_PORT" ] && [ -n "$ADMIN_PORT" ] \
+        || die "no listen= and admin= addresses in: $LOG_LINE"
+    log "sandport on port $SANDPORT_PORT (admin $ADMIN_PORT)"
 }
 
 # The measured sandport URL of a path on the upstream at PORT.

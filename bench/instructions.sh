@@ -24,14 +24,11 @@ DURATION="${BENCH_DURATION:-8}"
 install_missing valgrind wrk
 release_binaries
 
-UPSTREAM_PORT="$(free_port)"
-SANDPORT_PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
-start_upstream "$UPSTREAM_PORT"
-start_sandport "$SANDPORT_PORT" "$ADMIN_PORT" \
+start_upstream
+# callgrind runs sandport some fifty times slower: give it time to start.
+BENCH_START_TIMEOUT="${BENCH_START_TIMEOUT:-120}" start_sandport \
     valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out"
 
-# callgrind runs sandport some fifty times slower: give it time to start.
 wait_ready "http://127.0.0.1:$ADMIN_PORT/health" sandport
 URL="$(sandport_url "$SANDPORT_PORT" "$UPSTREAM_PORT" "/__sandbox/status?code=200")"
 wait_ready "$URL" sandport -H "$AUTH_HEADER"

@@ -35,12 +35,12 @@ install_missing wrk nginx
 NGINX="$(command -v nginx)"
 release_binaries
 
-UPSTREAM_PORT="$(free_port)"
-SANDPORT_PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
+# The upstream and sandport bind port 0 and report their ports (UPSTREAM_PORT, SANDPORT_PORT).
+start_upstream
+start_sandport
+# nginx cannot bind port 0 and report the port it got: it takes a free port, picked just
+# before it starts (racy, see free_port).
 NGINX_PORT="$(free_port)"
-start_upstream "$UPSTREAM_PORT"
-start_sandport "$SANDPORT_PORT" "$ADMIN_PORT"
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
