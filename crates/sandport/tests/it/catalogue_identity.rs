@@ -123,14 +123,7 @@ async fn catalogue_52_identity_headers_in_other_spellings_never_reach_upstreams(
         assert!(!seen.contains("mallory"), "h1 {target}: {seen}");
     }
     // HTTP/2 (prior knowledge): the same names, lower-cased as h2 requires.
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::h2c_sender(gw.addr).await;
     for target in ["/app/page".to_owned(), sandbox_path(upstream, "page")] {
         let mut request = http::Request::get(format!("http://{}{target}", app_host(&gw)))
             .header("authorization", format!("Bearer {TOKEN}"));

@@ -349,6 +349,21 @@ pub fn docker_config(user: &str, network: &str) -> String {
 
 pub use sandport_testkit::eventually;
 
+/// An HTTP/2 (prior knowledge, cleartext) connection to `addr`, driven in the background.
+pub async fn h2c_sender(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// A streaming HTTP/1.1 connection to `addr`, for tests that read bodies frame by frame.
 pub async fn connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
 where

@@ -128,14 +128,7 @@ async fn a_connection_in_use_outlives_the_first_request_deadline() {
         "header_read_timeout_secs = 1\n",
     );
     gw.wait_ready().await;
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
+    let mut sender = crate::harness::h2c_sender(gw.addr).await;
     let target = format!(
         "http://{}-{CID}.runtime.sandport.test:{}/",
         upstream.port(),
@@ -162,7 +155,7 @@ async fn a_connection_in_use_outlives_the_first_request_deadline() {
         served += 1;
     }
     assert!(
-        !connection.is_finished(),
+        !sender.is_closed(),
         "the connection was closed after {served} requests"
     );
 }

@@ -278,14 +278,7 @@ async fn bodies_above_the_limit_get_413() {
 #[tokio::test]
 async fn h2c_requests_reach_the_upstream_as_http11_with_the_public_host() {
     let (gw, port) = world("").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::h2c_sender(gw.addr).await;
     let authority = format!("{port}-{OWNED}.runtime.sandport.test:{}", gw.addr.port());
     let request = http::Request::get(format!("http://{authority}/h2?x=1"))
         .header("authorization", format!("Bearer {TOKEN}"))
@@ -308,14 +301,7 @@ async fn h2c_requests_reach_the_upstream_as_http11_with_the_public_host() {
 #[tokio::test]
 async fn catalogue_36_h2_field_values_with_surrounding_whitespace_are_refused() {
     let (gw, port) = world("").await;
-    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = crate::harness::h2c_sender(gw.addr).await;
     let authority = format!("{port}-{OWNED}.runtime.sandport.test:{}", gw.addr.port());
     let request = |value: &'static str| {
         http::Request::get(format!("http://{authority}/h2"))
