@@ -22,8 +22,13 @@ const LOGIN_REQUIRED_BODY: &str = r#"{"error":"Authentication required"}"#;
 /// Every reason sandport answers a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// A malformed request (its Host, its upgrade, its HTTP/2 fields): 400, and the connection
+    /// is closed, since what is pipelined behind it cannot be trusted either (catalogue 16).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// `/_sandport/runtime-auth?host=` names no runtime host: 400 for that request only.
+    #[error("not a runtime host")]
+    NotRuntimeHost,
     /// A request line sandport does not serve, refused before anything else.
     #[error(transparent)]
     Form(#[from] FormRefusal),
@@ -194,6 +199,7 @@ impl ProxyError {
         use StatusCode as S;
         match self {
             ProxyError::BadRequest(_) => quiet(S::BAD_REQUEST, "Bad request", "bad_request"),
+            ProxyError::NotRuntimeHost => quiet(S::BAD_REQUEST, "Bad request", "not_runtime_host"),
             ProxyError::Form(refusal) => form_decision(refusal),
             ProxyError::Route(RouteError::MalformedRuntimePath) => {
                 quiet(S::NOT_FOUND, "Not found", "malformed_route")
@@ -271,7 +277,8 @@ impl ProxyError {
     /// was not HTTP sandport serves (what follows it on the connection is not trusted).
     fn extra_headers(&self, reply: Own) -> Own {
         match self {
-            ProxyError::Form(FormRefusal::BadTarget(_) | FormRefusal::TargetTooLong(_)) => {
+            ProxyError::BadRequest(_)
+            | ProxyError::Form(FormRefusal::BadTarget(_) | FormRefusal::TargetTooLong(_)) => {
                 reply.header(header::CONNECTION, HeaderValue::from_static("close"))
             }
             ProxyError::Form(FormRefusal::MethodRefused(_)) => reply

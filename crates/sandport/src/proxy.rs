@@ -458,7 +458,7 @@ impl Gateway {
         let auth = oidc::RuntimeAuth::parse(split_query(&context.path_and_query).1);
         let (conversation, port) =
             routing::parse_runtime_host(&self.routing.runtime_domain, &auth.host_name)
-                .ok_or(ProxyError::BadRequest("not a runtime host"))?;
+                .ok_or(ProxyError::NotRuntimeHost)?;
         let target = routing::RuntimeTarget {
             form: routing::Form::Host,
             conversation,

@@ -365,3 +365,36 @@ async fn catalogue_17_header_and_request_line_limits_answer_431_and_414() {
         );
     }
 }
+
+/// Catalogue 16: a malformed request (two `Host` headers, a `Host` that is not an authority)
+/// with a valid one pipelined behind it gets one 400 and a closed connection; the second
+/// request is never served or forwarded.
+#[tokio::test]
+async fn catalogue_16_nothing_pipelined_after_a_malformed_request_is_served() {
+    let (upstream, gw) = static_gateway().await;
+    let a = crate::harness::STATIC_CONVERSATION;
+    let host = format!("sandport.test:{}", gw.addr.port());
+    let valid = format!(
+        "GET /runtime/{a}/{}/ HTTP/1.1\r\nhost: {host}\r\n",
+        upstream.port()
+    );
+    let forwarded = || gw.metric("sandport_upstream_response_seconds_count", "");
+    let before = forwarded().await;
+    for malformed in [
+        format!("GET / HTTP/1.1\r\nhost: {host}\r\nhost: evil.test\r\n\r\n"),
+        "GET / HTTP/1.1\r\nhost: a b\r\n\r\n".to_owned(),
+    ] {
+        let (status, text) = raw_exchange(gw.addr, &format!("{malformed}{valid}"), "").await;
+        assert_eq!(status, 400, "{text}");
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            1,
+            "a second answer: {text}"
+        );
+    }
+    assert_eq!(
+        forwarded().await,
+        before,
+        "the pipelined request was forwarded"
+    );
+}
