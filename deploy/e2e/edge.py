@@ -4,7 +4,9 @@ sandport who they are.
 A user "logs in" at ``/e2e-login?user=NAME`` and gets a session cookie for the app's domain
 and every runtime host under it. On every request the edge drops whatever identity headers
 the client sent, and, for a logged-in user, adds ``X-Cognito-User-Id``, the shared secret
-in ``X-Origin-Verify`` and the client's address in ``X-Forwarded-For``. Anonymous requests are sent to the login page, as a real edge does.
+in ``X-Origin-Verify``, the client's address in ``X-Forwarded-For`` and the scheme it used in
+``X-Forwarded-Proto``, as a load balancer does (the issue-14 lock-out came from such an edge).
+Anonymous requests are sent to the login page, as a real edge does.
 
 Each request travels on its own upstream connection (``Connection: close``), so request and
 response bodies, chunked or not, and WebSocket upgrades are relayed as bytes.
@@ -20,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 COOKIE = 'e2e_session'
 USER_RE = re.compile(r'[A-Za-z0-9_-]{1,64}')
 IDENTITY_PREFIXES = ('x-cognito-', 'x-origin-verify', 'x-sandport-')
+# what the edge sets itself; a client's own values are dropped
+FORWARDING_HEADERS = ('x-forwarded-for', 'x-forwarded-proto')
 HEAD_LIMIT = 64 * 1024
 
 
@@ -79,11 +83,13 @@ class Edge:
             (n, v)
             for n, v in headers
             if not n.strip().lower().startswith(IDENTITY_PREFIXES)
+            and n.strip().lower() not in FORWARDING_HEADERS
             and (upgrade or n.strip().lower() not in ('connection', 'keep-alive'))
         ]
-        # what a real edge adds besides identity: the client's address
+        # what a real edge adds besides identity: the client's address and scheme
         peer = writer.get_extra_info('peername')[0]
-        kept += [('X-Cognito-User-Id', user), ('X-Origin-Verify', self.secret), ('X-Forwarded-For', peer)]
+        kept += [('X-Cognito-User-Id', user), ('X-Origin-Verify', self.secret),
+                 ('X-Forwarded-For', peer), ('X-Forwarded-Proto', 'http')]
         if not upgrade:
             kept.append(('Connection', 'close'))
         out = f'{method} {target} {version}\r\n' + ''.join(f'{n}:{v if v.startswith(" ") else " " + v}\r\n' for n, v in kept)

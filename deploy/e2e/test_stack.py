@@ -387,6 +387,19 @@ def test_bob_is_refused_everywhere_alice_goes(stack: Stack, browser: Browser, al
         bob.quit()
 
 
+def test_the_app_keeps_the_peer_address_behind_an_edge_adding_forwarding_headers(
+        stack: Stack, alice: dict[str, Any]) -> None:
+    """Every call of this file's browsers goes through the edge, which adds X-Forwarded-For
+    and X-Forwarded-Proto; the app's uvicorn must not take the client address from them
+    (the entrypoint adds --no-proxy-headers), or the identity check refuses everybody."""
+    app = stack.run(*stack.compose, 'ps', '-q', 'openhands').stdout.strip()
+    command = stack.run('docker', 'exec', app, 'cat', '/proc/1/cmdline').stdout.split('\0')
+    assert 'uvicorn' in command[0] or 'uvicorn' in command[1], command
+    assert '--no-proxy-headers' in command and '--proxy-headers' not in command, command
+    status, text = fetch(alice['session'], 'GET', f'{stack.origin}/api/v1/settings')
+    assert status in (200, 404), text  # 404: alice saved no settings; never 401
+
+
 def test_anonymous_browsers_get_the_login_and_sandport_refuses_requests_without_a_user(
         stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
     anonymous = browser.session()
@@ -399,18 +412,114 @@ def test_anonymous_browsers_get_the_login_and_sandport_refuses_requests_without_
     assert call(stack, None, 'GET', '/api/v1/app-conversations/search')[0] == 401
 
 
+def alices_runtime_statuses(stack: Stack, alice: dict[str, Any]) -> dict[str, int]:
+    """The status of each of alice's runtime URLs, asked as the edge asks for her."""
+    cid = conversation_hex(alice)
+    return {
+        'agent server, path form': call(stack, 'alice', 'GET', f'/runtime/{cid}/8000/health')[0],
+        'port 5000, path form': call(stack, 'alice', 'GET', f'/runtime/{cid}/5000/')[0],
+        'port 5000, host form': call(stack, 'alice', 'GET', '/', host=f'5000-{cid}.runtime.{DOMAIN}')[0],
+    }
+
+
+ALL_200 = {'agent server, path form': 200, 'port 5000, path form': 200, 'port 5000, host form': 200}
+CLAIMED = 'conversation id belongs to another user'
+
+
+def bobs_squats(stack: Stack, bob: Session, conversation_id: str) -> None:
+    """bob tries every way to start a conversation with alice's id: each is refused with 409
+    and says why, and no container is labelled for bob (the refusal comes before any is
+    created: the app creates sandboxes only after it answered the start)."""
+    for path in ('/api/v1/app-conversations', '/api/v1/app-conversations/stream-start'):
+        status, text = fetch(bob, 'POST', f'{stack.origin}{path}', {'conversation_id': conversation_id})
+        assert status == 409 and CLAIMED in text, (path, status, text)
+    bobs = stack.run('docker', 'ps', '-aq', '--filter', 'label=user_id=bob',
+                     '--filter', f'network={RUN}_sandboxes').stdout.split()
+    assert bobs == [], f'containers labelled for bob: {bobs}'
+
+
 def test_bob_cannot_squat_alices_conversation_id(stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
     conversation = alice['conversation']
     cid = conversation_hex(alice)
-    status, text = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/app-conversations',
-                          {'conversation_id': conversation['id']})
-    assert status == 409, text
+    assert alices_runtime_statuses(stack, alice) == ALL_200
+    bob = browser.session()
+    try:
+        bob.go(f'{stack.origin}/e2e-login?user=bob')
+        bobs_squats(stack, bob, conversation['id'])
+        status, _ = fetch(bob, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
+        assert status == 404
+    finally:
+        bob.quit()
     owners = {c['Config']['Labels'].get('user_id') for c in stack.sandboxes()
               if c['Config']['Labels'].get('conversation_id') == cid}
     assert owners == {'alice'}
-    session = alice['session']
-    session.go(f'{stack.origin}/runtime/{cid}/5000/')
-    assert 'alice-app' in session.page_text()
+    assert alices_runtime_statuses(stack, alice) == ALL_200
+
+
+def metric(text: str, name: str, labels: str = '') -> float:
+    """The sum of the samples of `name` whose labels contain `labels`, in the text format."""
+    return sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()
+               if re.match(rf'{name}[{{ ]', line) and labels in line)
+
+
+def test_containers_of_two_owners_with_one_id_are_refused_to_both_until_one_goes(
+        stack: Stack, alice: dict[str, Any]) -> None:
+    """Started directly against Docker, as a squat before the app refused them would have
+    left them: sandport routes the id to nobody (409, naming the conflict, not the owners),
+    logs it at error level, counts it, lists it in `sandport routes`; removing one container
+    brings the other owner's routes back within 1 s."""
+    cid = uuid.uuid4().hex
+    # the sandbox image, with python3 and curl; what runs in it here is a plain web server
+    image = stack.sandboxes()[0]['Config']['Image']
+    assert image.startswith('sandport-agent-server:')
+    names = {owner: f'{RUN}-contested-{owner}' for owner in ('alice', 'bob')}
+
+    def start(owner: str) -> None:
+        stack.run('docker', 'run', '-d', '--name', names[owner], '--network', f'{RUN}_sandboxes',
+                  '--label', f'conversation_id={cid}', '--label', f'user_id={owner}',
+                  '--entrypoint', 'sh', image, '-c',
+                  f'mkdir -p /tmp/s && echo {owner}-served > /tmp/s/index.html && '
+                  'exec python3 -m http.server 5000 --bind 0.0.0.0 --directory /tmp/s')
+
+    def as_(user: str, form: str) -> tuple[int, bytes]:
+        if form == 'path':
+            return call(stack, user, 'GET', f'/runtime/{cid}/5000/')
+        return call(stack, user, 'GET', '/', host=f'5000-{cid}.runtime.{DOMAIN}')
+
+    try:
+        start('alice')
+        eventually("alice's container serves her", lambda: as_('alice', 'path') == (200, b'alice-served\n'),
+                   timeout=60, every=0.2)
+        start('bob')
+        eventually("the conversation is refused once bob's container is seen",
+                   lambda: as_('alice', 'path')[0] == 409, timeout=30, every=0.1)
+        for user, other in (('alice', 'bob'), ('bob', 'alice')):
+            for form in ('path', 'host'):
+                status, body = as_(user, form)
+                assert status == 409, (user, form, status, body)
+                assert b'claimed by containers of different owners' in body, body
+                assert other.encode() not in body, f'the body names the other owner: {body!r}'
+        # the admin listener is on the edge network only (deploy/sandport.toml)
+        metrics = stack.run('docker', 'run', '--rm', '--name', f'{RUN}-metrics', '--network', f'{RUN}_edge',
+                            '--entrypoint', 'curl', image, '-sf', 'http://172.27.0.2:9090/metrics').stdout
+        assert metric(metrics, 'sandport_discovery_contested_conversations') == 1, metrics
+        assert metric(metrics, 'sandport_errors_total', 'reason="contested_owner"') >= 4, metrics
+        logged = [line for line in stack.run(*stack.compose, 'logs', '--no-color', 'sandport').stdout.splitlines()
+                  if 'containers of different owners carry one conversation id' in line and cid in line]
+        assert logged and all('"ERROR"' in line for line in logged), logged
+        routes = stack.run(*stack.compose, 'exec', '-T', 'sandport', '/sandport', 'routes',
+                           '--config', '/etc/sandport/sandport.toml').stdout
+        assert f'routed to nobody): {cid}' in routes and routes.count('CONTESTED') == 2, routes
+
+        stack.run('docker', 'rm', '-f', names['bob'])
+        removed = time.monotonic()
+        eventually('alice is served again after bob\'s container is removed',
+                   lambda: as_('alice', 'path') == (200, b'alice-served\n'), timeout=1, every=0.05)
+        print(f'contested: alice served again {time.monotonic() - removed:.3f} s after the removal')
+        assert as_('bob', 'path')[0] == 403
+    finally:
+        for name in names.values():
+            stack.run('docker', 'rm', '-f', name, check=False)
 
 
 def test_alice_deletes_a_conversation_and_bob_cannot(stack: Stack, browser: Browser, alice: dict[str, Any]) -> None:
@@ -421,6 +530,10 @@ def test_alice_deletes_a_conversation_and_bob_cannot(stack: Stack, browser: Brow
     assert any(c['Config']['Labels'].get('conversation_id') == cid for c in stack.sandboxes())
     status, _ = as_bob(stack, browser, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
     assert status == 404
+    # and it deleted nothing: alice still has the conversation and its sandbox
+    status, text = fetch(session, 'GET', f'{stack.origin}/api/v1/app-conversations/search')
+    assert status == 200 and doomed['id'] in text
+    assert any(c['Config']['Labels'].get('conversation_id') == cid for c in stack.sandboxes())
     status, text = fetch(session, 'DELETE', f'{stack.origin}/api/v1/app-conversations/{doomed["id"]}')
     assert status == 200, text
     status, text = fetch(session, 'GET', f'{stack.origin}/api/v1/app-conversations/search')
@@ -467,12 +580,20 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
     key = env_of(old).get('OH_SECRET_KEY')
     assert key and key != env_of(old).get('OH_SESSION_API_KEYS_0')
     stack.run('docker', 'rm', '-f', old['Id'])
-    status, _ = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
-    assert status == 404
-    # with no container carrying the id, bob's squat is still refused: the id is alice's
-    status, text = as_bob(stack, browser, 'POST', f'{stack.origin}/api/v1/app-conversations',
-                          {'conversation_id': conversation['id']})
-    assert status == 409, text
+    # the app restarts too (a host reboot): the id's owner is kept in the user data store
+    stack.run(*stack.compose, 'restart', 'openhands')
+    eventually('the app answers again after its restart',
+               lambda: call(stack, 'probe', 'GET', '/api/v1/app-conversations/search')[0] == 200,
+               timeout=240)
+    bob = browser.session()
+    try:
+        bob.go(f'{stack.origin}/e2e-login?user=bob')
+        status, _ = fetch(bob, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
+        assert status == 404
+        # with no container carrying the id, bob's squat is still refused: the id is alice's
+        bobs_squats(stack, bob, conversation['id'])
+    finally:
+        bob.quit()
     assert container() is None, 'bob re-created alice\'s sandbox'
     status, text = fetch(session, 'POST', f'{stack.origin}/api/v1/sandboxes/oh-agent-server-{cid}/resume')
     assert status == 200, text
@@ -494,3 +615,8 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
     status, text = fetch(session, 'GET', f'{agent}/api/settings/secrets/E2E_TOKEN',
                          headers={'X-Session-API-Key': resumed['session_api_key']})
     assert (status, text) == (200, secret_value)
+    # and the conversation itself: the new agent server restored it from the workspace
+    status, text = fetch(session, 'GET', f'{agent}/api/conversations/{conversation["id"]}',
+                         headers={'X-Session-API-Key': resumed['session_api_key']})
+    assert status == 200 and json.loads(text)['id'].replace('-', '') == cid, text
+    assert alices_runtime_statuses(stack, alice)['agent server, path form'] == 200

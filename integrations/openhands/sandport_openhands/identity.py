@@ -14,11 +14,16 @@ trust. Two are provided:
     the ``X-Cognito-User-Id`` header sandport sets, believed only from
     sandport's peer address (``SANDPORT_TRUSTED_PROXIES``). Without it every
     request is refused: a header anybody able to reach the app can set proves
-    nothing. Behind an edge that rewrites the peer address (uvicorn's
-    ``--proxy-headers``) this cannot work; use the signed assertion.
+    nothing.
 
 ``SANDPORT_IDENTITY_VERIFIER`` (a dotted path) selects another verifier.
 ``SANDPORT_TRUSTED_PROXIES`` also restricts the signed assertion when set.
+
+The peer address checked is the transport's: uvicorn must run with
+``--no-proxy-headers`` (the image's entrypoint adds it and refuses
+``--proxy-headers``). With uvicorn's default, a peer of 127.0.0.1 (sandport on
+the app's host) has ``X-Forwarded-For`` replace it by the edge's client, and
+both verifiers refuse everybody.
 """
 
 from __future__ import annotations

@@ -5,13 +5,13 @@ apply`` and before the app starts. It checks the *effective* configuration
 (environment variables included, which could override the patched defaults):
 
 * the user auth class is ``SandportUserAuth`` and its verifier is configured
-  (the assertion key readable, or a trusted proxy / proxy secret set);
+  (the assertion key readable, or a trusted proxy set);
 * settings and secrets use the per-user stores;
 * conversation metadata uses the per-user service;
 * sandboxes use the owner-scoped Docker service, and upstream's
   ``start_sandbox`` calls the label and workspace hooks;
 * a conversation's id is fixed before its sandbox starts, and claimed for its
-  first owner;
+  first owner (the streaming start claims it before it answers);
 * the browser gets sandport runtime URLs for sandboxes: the middleware is
   installed and ``SANDPORT_RUNTIME_URL`` (or ``OH_WEB_URL``) is valid, and set
   whenever sandboxes publish no ports (``SANDPORT_SANDBOX_NETWORK``);
@@ -108,6 +108,11 @@ def _check_patched_code() -> str | None:
         problems.append('conversation id is not fixed before the sandbox starts')
     if 'await _sandport_claim(user_id, request.conversation_id)' not in source:
         problems.append('conversation ids are not bound to their first owner')
+    from openhands.app_server.app_conversation import app_conversation_router as router
+
+    stream_start = inspect.getsource(router.stream_app_conversation_start)
+    if '_sandport_claim(' not in stream_start:
+        problems.append('the streaming start does not refuse another user\'s conversation id')
     return '; '.join(problems) or None
 
 

@@ -56,3 +56,27 @@ def test_sandbox_listing_is_per_user(client, user_data, monkeypatch) -> None:
     alice = client.get('/api/v1/sandboxes/search', headers=as_user('alice'))
     assert [s['id'] for s in alice.json()['items']] == [alice_id]
     assert alice.json()['items'][0]['created_by_user_id'] == 'alice'
+
+
+def test_the_streaming_start_refuses_another_users_conversation_id_with_409(
+        client, user_data, monkeypatch) -> None:
+    """Patch 33: the stream answers 200 before upstream's start runs, so the id is claimed
+    before the response starts; bob gets 409 for alice's id, and no sandbox is created."""
+    import asyncio
+
+    import openhands.app_server.sandbox.docker_sandbox_spec_service as spec_module
+    from test_sandbox import RecordingDockerClient
+
+    from sandport_openhands.conversations import claim_conversation_id, conversation_owner
+
+    docker = RecordingDockerClient()
+    monkeypatch.setattr(spec_module, '_global_docker_client', docker)
+    alices = uuid4()
+    asyncio.run(claim_conversation_id('alice', alices))
+
+    refused = client.post('/api/v1/app-conversations/stream-start', headers=as_user('bob'),
+                          json={'conversation_id': str(alices)})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()['detail'] == 'conversation id belongs to another user'
+    assert docker.runs == []
+    assert asyncio.run(conversation_owner(alices)) == 'alice'

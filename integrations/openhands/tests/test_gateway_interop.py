@@ -147,16 +147,37 @@ def test_identity_reaches_the_app_only_through_sandport(app_behind_sandport, use
     assert forged.status_code == 401
 
 
-EDGE = {'X-Cognito-User-Id': 'local-user', 'X-Forwarded-For': '203.0.113.7'}
+# what an edge in front of sandport adds: the client's address and the scheme it used
+EDGE = {'X-Cognito-User-Id': 'local-user', 'X-Forwarded-For': '203.0.113.7', 'X-Forwarded-Proto': 'https'}
 
 
 @pytest.mark.parametrize('app_behind_sandport', [{'identity': 'trusted_header'}], indirect=True)
-def test_an_edge_adding_x_forwarded_for_changes_nothing(app_behind_sandport, user_data) -> None:
+def test_an_edge_adding_x_forwarded_for_changes_nothing(app_behind_sandport, user_data, monkeypatch) -> None:
+    """sandport and the app on one host, an edge in front adding X-Forwarded-For and
+    X-Forwarded-Proto: every API call of the app's own API works (the issue: every one got
+    401 "request did not come from a trusted proxy")."""
+    import openhands.app_server.sandbox.docker_sandbox_spec_service as spec_module
+    from test_sandbox import RecordingDockerClient
+
+    # the sandbox listing asks Docker: a recorder, so no engine is needed
+    monkeypatch.setattr(spec_module, '_global_docker_client', RecordingDockerClient())
     public, _ = app_behind_sandport
-    stored = httpx.post(f'{public}/api/v1/settings', headers=EDGE, json={'language': 'fr'})
-    assert stored.status_code == 200, stored.text
-    loaded = httpx.get(f'{public}/api/v1/settings', headers=EDGE)
-    assert loaded.status_code == 200 and loaded.json()['language'] == 'fr'
+    calls = [
+        ('POST', '/api/v1/settings', {'language': 'fr'}, 200),
+        ('GET', '/api/v1/settings', None, 200),
+        ('POST', '/api/v1/secrets', {'name': 'EDGE_TOKEN', 'value': 'v', 'description': 'd'}, 201),
+        ('GET', '/api/v1/secrets/search', None, 200),
+        ('GET', '/api/v1/app-conversations/search', None, 200),
+        ('GET', '/api/v1/app-conversations/count', None, 200),
+        ('GET', '/api/v1/sandboxes/search', None, 200),
+        ('GET', '/api/v1/users/me', None, 200),
+    ]
+    for method, path, body, status in calls:
+        response = httpx.request(method, f'{public}{path}', headers=EDGE, json=body)
+        assert response.status_code == status, f'{method} {path}: {response.status_code} {response.text}'
+    assert httpx.get(f'{public}/api/v1/settings', headers=EDGE).json()['language'] == 'fr'
+    names = [s['name'] for s in httpx.get(f'{public}/api/v1/secrets/search', headers=EDGE).json()['items']]
+    assert names == ['EDGE_TOKEN']
 
 
 @pytest.mark.parametrize(
