@@ -5,7 +5,7 @@ A user "logs in" at ``/e2e-login?user=NAME`` and gets a session cookie for the a
 and every runtime host under it. On every request the edge drops whatever identity headers
 the client sent, and, for a logged-in user, adds ``X-Cognito-User-Id``, the shared secret
 in ``X-Origin-Verify``, the client's address in ``X-Forwarded-For`` and the scheme it used in
-``X-Forwarded-Proto``, as a load balancer does (the issue-14 lock-out came from such an edge).
+``X-Forwarded-Proto``, as a load balancer does (such an edge once locked every user out of the app).
 Anonymous requests are sent to the login page, as a real edge does.
 
 Each request travels on its own upstream connection (``Connection: close``), so request and
