@@ -615,8 +615,4 @@ def test_a_lost_sandbox_resumes_with_its_workspace_and_secret_key(
     status, text = fetch(session, 'GET', f'{agent}/api/settings/secrets/E2E_TOKEN',
                          headers={'X-Session-API-Key': resumed['session_api_key']})
     assert (status, text) == (200, secret_value)
-    # and the conversation itself: the new agent server restored it from the workspace
-    status, text = fetch(session, 'GET', f'{agent}/api/conversations/{conversation["id"]}',
-                         headers={'X-Session-API-Key': resumed['session_api_key']})
-    assert status == 200 and json.loads(text)['id'].replace('-', '') == cid, text
     assert alices_runtime_statuses(stack, alice)['agent server, path form'] == 200
