@@ -48,11 +48,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(sandbox) = sandbox_from_summary(&summary, network) else {
         return;
     };
-    assert!(ConversationId::parse(&sandbox.conversation).is_some());
+    // the sandbox's id is its label, parsed
+    let label = summary
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get("conversation_id"));
     assert_eq!(
-        sandbox.conversation_id().map(|c| c.to_string()),
-        Some(sandbox.conversation.clone())
+        label.map(String::as_str),
+        Some(sandbox.conversation.as_str())
     );
+    assert!(ConversationId::parse(sandbox.conversation.as_str()).is_some());
     assert_ne!(sandbox.owner.as_deref(), Some(""));
     assert!(!sandbox.name.starts_with('/'));
     assert_eq!(Some(&sandbox.container_id), summary.id.as_ref());
