@@ -313,9 +313,7 @@ impl Oidc {
         query: &str,
         headers: &HeaderMap,
     ) -> Result<Response<Body>, LoginRefusal> {
-        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
+        let params = query_params(query);
         let code = params.get("code").ok_or(LoginRefusal::MissingCode)?;
         let state = params
             .get("state")
@@ -467,9 +465,7 @@ impl Oidc {
     /// and returns to the page the login started from. `None` when the code is not valid for
     /// this host.
     pub fn redeem_runtime_session(&self, query: &str, host_name: &str) -> Option<Response<Body>> {
-        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
+        let params = query_params(query);
         let principal = self.redeem_runtime_code(params.get("code")?, host_name)?;
         let cookie = self.runtime_session_cookie(&principal, host_name)?;
         let return_to = safe_return_path(params.get("rd").map_or("/", String::as_str));
@@ -557,9 +553,7 @@ pub struct RuntimeAuth {
 
 impl RuntimeAuth {
     pub fn parse(query: &str) -> Self {
-        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
+        let params = query_params(query);
         let authority = params.get("host").cloned().unwrap_or_default();
         let host_name = authority
             .rsplit_once(':')
@@ -572,6 +566,13 @@ impl RuntimeAuth {
             return_to,
         }
     }
+}
+
+/// A query string's parameters; of a repeated name, the last wins.
+fn query_params(query: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// `url` with `query` appended, whether or not it already has a query.
