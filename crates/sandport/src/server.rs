@@ -227,13 +227,20 @@ async fn back_off_after(error: &std::io::Error) {
 /// An accepted stream, as a std stream a worker's reactor can take over, and its peer.
 type Accepted = (std::net::TcpStream, SocketAddr);
 
+/// The body of the answer past `max_connections` (see [`over_capacity_answer`]).
+const OVER_CAPACITY_BODY: &str = "sandport is at its connection limit; retry\n";
+
 /// The answer past `max_connections`, written before the request is read. It is the one
 /// response not rendered by `respond`: no worker holds the connection, and there is no request
 /// to answer yet. Its headers are the same protective ones.
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
-x-content-type-options: nosniff\r\nretry-after: 1\r\nconnection: close\r\n\
-content-length: 43\r\n\r\nsandport is at its connection limit; retry\n";
+fn over_capacity_answer() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{OVER_CAPACITY_BODY}",
+        OVER_CAPACITY_BODY.len()
+    )
+}
 
 /// Past `max_connections` a new connection is answered at once and closed, rather than left
 /// in the backlog where clients and load balancers cannot tell overload from a hang; the
@@ -251,7 +258,7 @@ fn refuse_over_capacity(stream: std::net::TcpStream, tls: bool) {
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let answer = async {
-            stream.write_all(OVER_CAPACITY).await?;
+            stream.write_all(over_capacity_answer().as_bytes()).await?;
             stream.shutdown().await
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
