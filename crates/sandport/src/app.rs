@@ -370,9 +370,13 @@ pub fn authenticator(config: &FileConfig, secrets: &Secrets) -> anyhow::Result<A
 
 fn oidc_mode(config: &FileConfig, secrets: &Secrets) -> oidc::Oidc {
     let identity = &config.identity;
-    let issuer = identity.issuer.clone().unwrap_or_default();
-    let client_id = identity.client_id.clone().unwrap_or_default();
-    let provider = Arc::new(provider::Provider::new(provider_config(config, secrets)));
+    let provider_config = provider_config(config, secrets);
+    // The ID tokens the provider issues are checked against the same issuer and client.
+    let (issuer, client_id) = (
+        provider_config.issuer.clone(),
+        provider_config.client_id.clone(),
+    );
+    let provider = Arc::new(provider::Provider::new(provider_config));
     let session_secret = secrets
         .session_key
         .clone()

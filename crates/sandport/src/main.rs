@@ -85,10 +85,7 @@ fn main() -> ExitCode {
 fn with_config(path: Option<PathBuf>, then: impl FnOnce(FileConfig) -> ExitCode) -> ExitCode {
     match config::load(path.as_deref(), std::env::vars()) {
         Ok(config) => then(config),
-        Err(error) => {
-            eprintln!("sandport: configuration error: {error}");
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Err(error) => config_error(&error),
     }
 }
 
@@ -100,11 +97,14 @@ fn with_secrets(
 ) -> ExitCode {
     match config::read_secrets(&config) {
         Ok(secrets) => then(config, secrets),
-        Err(error) => {
-            eprintln!("sandport: configuration error: {error}");
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Err(error) => config_error(&error),
     }
+}
+
+/// Reports a configuration error (the file, a variable or a secret file) and exits 64.
+fn config_error(error: &config::ConfigError) -> ExitCode {
+    eprintln!("sandport: configuration error: {error}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
