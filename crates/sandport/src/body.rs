@@ -49,6 +49,9 @@ pub fn is_limit_error(error: &(dyn std::error::Error + 'static)) -> bool {
     chain_holds::<http_body_util::LengthLimitError>(error)
 }
 
-fn chain_holds<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an error, or anything in its source chain, is an `E`.
+pub fn chain_holds<E: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
     std::iter::successors(Some(error), |error| error.source()).any(|error| error.is::<E>())
 }

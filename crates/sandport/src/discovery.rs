@@ -9,6 +9,7 @@ mod address_policy;
 pub mod docker;
 pub mod fixed;
 pub mod labels;
+mod lifetimes;
 mod ports;
 mod store;
 

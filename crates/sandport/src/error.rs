@@ -69,6 +69,10 @@ pub enum ProxyError {
     /// The client's body broke its own framing (bad chunk sizes, bare CR) while it was sent.
     #[error("malformed request body")]
     BadRequestBody,
+    /// The client stopped sending its request body for the idle timeout: 408, and the
+    /// connection is closed (the rest of the body would follow on it).
+    #[error("request body timed out")]
+    RequestBodyTimeout,
     #[error("upstream {upstream} not reachable: {source}")]
     UpstreamUnreachable {
         upstream: Upstream,
@@ -231,6 +235,11 @@ impl ProxyError {
                 "body_too_large",
             ),
             ProxyError::BadRequestBody => quiet(S::BAD_REQUEST, BAD_BODY, "bad_request_body"),
+            ProxyError::RequestBodyTimeout => quiet(
+                S::REQUEST_TIMEOUT,
+                "Request body timed out",
+                "request_body_timeout",
+            ),
             ProxyError::UpstreamUnreachable { upstream, .. } => loud(
                 S::BAD_GATEWAY,
                 upstream_message(upstream, "not reachable"),
@@ -278,6 +287,7 @@ impl ProxyError {
     fn extra_headers(&self, reply: Own) -> Own {
         match self {
             ProxyError::BadRequest(_)
+            | ProxyError::RequestBodyTimeout
             | ProxyError::Form(FormRefusal::BadTarget(_) | FormRefusal::TargetTooLong(_)) => {
                 reply.header(header::CONNECTION, HeaderValue::from_static("close"))
             }

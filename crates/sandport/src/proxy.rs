@@ -7,6 +7,7 @@
 pub mod forward;
 pub mod headers;
 pub mod upgrade;
+mod watch;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -61,15 +62,23 @@ pub struct Gateway {
 #[derive(Debug, Clone, Copy)]
 enum Destination<'a> {
     App(Option<&'a Principal>),
-    Sandbox(&'a ConversationId),
+    /// A sandbox, with the token that ends its streams when it stops serving.
+    Sandbox(&'a ConversationId, &'a CancellationToken),
 }
 
-impl Destination<'_> {
+impl<'a> Destination<'a> {
     /// The upstream a failure names.
     fn upstream(self) -> Upstream {
         match self {
             Destination::App(_) => Upstream::App,
-            Destination::Sandbox(conversation) => Upstream::Sandbox(conversation.clone()),
+            Destination::Sandbox(conversation, _) => Upstream::Sandbox(conversation.clone()),
+        }
+    }
+
+    fn lifetime(self) -> Option<&'a CancellationToken> {
+        match self {
+            Destination::App(_) => None,
+            Destination::Sandbox(_, lifetime) => Some(lifetime),
         }
     }
 }
@@ -319,11 +328,12 @@ impl Gateway {
             return Box::pin(self.unauthenticated(&request, context, context.on_runtime_host))
                 .await;
         };
-        let addr = self.resolve(&principal, target)?;
+        let (addr, sandbox) = self.resolve(&principal, target)?;
+        let lifetime = self.store.lifetime(&sandbox, addr.ip());
         let uri = origin_form(&target.upstream_target)?;
         let authority = record.upstream.insert(addr.to_string());
         let request_origin = request.headers().get(http::header::ORIGIN).cloned();
-        let destination = Destination::Sandbox(&target.conversation);
+        let destination = Destination::Sandbox(&target.conversation, &lifetime);
         let response = self
             .forward(request, (authority, uri), destination, context, peer)
             .await?;
@@ -503,7 +513,7 @@ impl Gateway {
         &self,
         principal: &Principal,
         target: &routing::RuntimeTarget,
-    ) -> Result<SocketAddr, ProxyError> {
+    ) -> Result<(SocketAddr, Arc<discovery::Sandbox>), ProxyError> {
         let lookup_error = |error| ProxyError::Lookup {
             conversation: target.conversation.clone(),
             error,
@@ -527,7 +537,7 @@ impl Gateway {
                 conversation: target.conversation.clone(),
                 refusal,
             })?;
-        Ok(upstream)
+        Ok((upstream, sandbox))
     }
 
     /// Sends the request to `destination` at `authority`, as an origin-form `uri`.
@@ -541,36 +551,52 @@ impl Gateway {
     ) -> Result<Response<Body>, ProxyError> {
         let downstream_upgrade = context.websocket.then(|| hyper::upgrade::on(&mut request));
         let upstream = destination.upstream();
-        let upstream_request = self.upstream_request(request, uri, destination, context, peer)?;
+        let (upstream_request, upload) =
+            self.upstream_request(request, uri, destination, context, peer)?;
         let started = Instant::now();
-        let send = forward::send(
-            &self.client,
-            authority,
-            upstream_request,
-            self.idle_timeout,
-            &upstream,
-        );
-        let mut response = send.await?;
+        let watch = forward::Watch {
+            idle_timeout: self.idle_timeout,
+            upload: upload.as_deref(),
+            ended: destination.lifetime(),
+        };
+        let send = forward::send(&self.client, authority, upstream_request, watch, &upstream);
+        let response = send.await?;
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics
             .upstream(matches!(upstream, Upstream::App), elapsed);
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            let downstream_upgrade = downstream_upgrade.ok_or(ProxyError::UpstreamFailed {
-                upstream,
-                source: "upstream switched protocols unasked".into(),
-            })?;
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            upgrade::spawn_tunnel(
-                downstream_upgrade,
-                upstream_upgrade,
-                self.idle_timeout,
-                &self.tunnels,
-                self.tunnel_cancel.clone(),
-            );
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = response.into_parts();
+            headers::prepare_downstream(&mut parts.headers, false);
+            let ended = destination.lifetime().cloned();
+            let body = watch::response(body, self.idle_timeout, ended);
+            return Ok(Response::from_parts(parts, body));
         }
-        headers::prepare_downstream(response.headers_mut(), switching);
-        Ok(response)
+        let downstream_upgrade = downstream_upgrade.ok_or(ProxyError::UpstreamFailed {
+            upstream,
+            source: "upstream switched protocols unasked".into(),
+        })?;
+        Ok(self.tunnel(response, downstream_upgrade, destination))
+    }
+
+    /// Splices the client's and the upstream's switched connections, and hands the client the
+    /// upstream's `101`.
+    fn tunnel(
+        &self,
+        mut response: Response<Body>,
+        downstream_upgrade: hyper::upgrade::OnUpgrade,
+        destination: Destination<'_>,
+    ) -> Response<Body> {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let cancel = (self.tunnel_cancel.clone(), destination.lifetime().cloned());
+        upgrade::spawn_tunnel(
+            downstream_upgrade,
+            upstream_upgrade,
+            self.idle_timeout,
+            &self.tunnels,
+            cancel,
+        );
+        headers::prepare_downstream(response.headers_mut(), true);
+        response
     }
 
     /// The client's request as the upstream gets it: HTTP/1.1, origin-form, its headers
@@ -582,14 +608,14 @@ impl Gateway {
         destination: Destination<'_>,
         context: &Context,
         peer: &Peer,
-    ) -> Result<Request<Body>, ProxyError> {
+    ) -> Result<(Request<Body>, Option<Arc<watch::Upload>>), ProxyError> {
         let (mut parts, incoming) = request.into_parts();
         if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
             return Err(ProxyError::BodyTooLarge);
         }
         let app_principal = match destination {
             Destination::App(principal) => principal,
-            Destination::Sandbox(_) => None,
+            Destination::Sandbox(..) => None,
         };
         let assertion = app_principal
             .zip(self.assertion_key.as_ref())
@@ -607,10 +633,9 @@ impl Gateway {
         parts.uri = uri;
         // The pool speaks HTTP/1.1 upstream whatever the client spoke.
         parts.version = Version::HTTP_11;
-        Ok(Request::from_parts(
-            parts,
-            body::limited(incoming, self.body_limit),
-        ))
+        let limited = body::limited(incoming, self.body_limit);
+        let (body, upload) = watch::upload(limited, self.idle_timeout);
+        Ok((Request::from_parts(parts, body), upload))
     }
 
     /// The origin the client used to reach sandport.

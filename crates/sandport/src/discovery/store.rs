@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
+use super::lifetimes::Lifetimes;
 use super::{Event, LookupError, Sandbox, SandboxState};
 use crate::routing::ConversationId;
 
@@ -163,6 +165,7 @@ pub struct Store {
     stale_since_ms: AtomicU64,
     epoch: Instant,
     max_staleness: Duration,
+    lifetimes: Lifetimes,
 }
 
 /// The result of a lookup.
@@ -176,6 +179,7 @@ impl Store {
             stale_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             max_staleness,
+            lifetimes: Lifetimes::default(),
         }
     }
 
@@ -199,7 +203,10 @@ impl Store {
             }
         }
         metrics::gauge!(crate::metrics::CONTESTED_CONVERSATIONS).set(contested.len() as f64);
-        self.table.store(Arc::new(next));
+        let next = Arc::new(next);
+        // Swapped in first: a token handed out from now on sees the new table.
+        self.table.store(Arc::clone(&next));
+        self.lifetimes.retain_serving(&next);
         if restarted {
             self.synced.store(true, Ordering::Release);
             self.mark_fresh();
@@ -241,6 +248,13 @@ impl Store {
             return Err(LookupError::Unavailable);
         }
         self.table.load().lookup(conversation)
+    }
+
+    /// A token cancelled as soon as `sandbox` stops serving at `address` (stopped, removed,
+    /// readdressed): streams to it end then instead of waiting on a vanished peer.
+    pub fn lifetime(&self, sandbox: &Sandbox, address: std::net::IpAddr) -> CancellationToken {
+        self.lifetimes
+            .token(|| self.table.load_full(), sandbox, address)
     }
 
     pub fn snapshot(&self) -> Arc<Table> {

@@ -20,8 +20,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
-use crate::body::{self, is_limit_error, Body};
+use tokio_util::sync::CancellationToken;
+
+use super::watch::{ClientBodyTimeout, SandboxEnded, Upload};
+use crate::body::{self, chain_holds, is_limit_error, Body};
 use crate::error::{BoxError, ProxyError, Upstream};
 use crate::metrics;
 
@@ -49,14 +53,45 @@ struct Pool {
     idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
 }
 
-struct Idle {
+/// One upstream connection: the handle requests are sent on, and its connection task.
+struct Connection {
     sender: http1::SendRequest<Body>,
+    task: AbortHandle,
+}
+
+impl Connection {
+    fn is_ready(&self) -> bool {
+        self.sender.is_ready()
+    }
+}
+
+struct Idle {
+    connection: Connection,
     since: Instant,
+}
+
+/// Closes a connection whose exchange was abandoned (a timeout dropped it, its response body
+/// was dropped before its end): hyper would otherwise keep its task writing an upload nobody
+/// waits for, or reading a body nobody reads, for as long as the upstream lets it.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl AbortOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Idle {
     fn usable(&self, now: Instant) -> bool {
-        self.sender.is_ready() && now.duration_since(self.since) < IDLE_EXPIRY
+        self.connection.is_ready() && now.duration_since(self.since) < IDLE_EXPIRY
     }
 }
 
@@ -67,29 +102,30 @@ impl Pool {
     }
 
     /// An idle connection to `authority`, with the pool's key for it.
-    fn checkout(&self, authority: &str) -> Option<(Arc<str>, http1::SendRequest<Body>)> {
+    fn checkout(&self, authority: &str) -> Option<(Arc<str>, Connection)> {
         let now = Instant::now();
         let mut idle = self.idle();
         let key = Arc::clone(idle.get_key_value(authority)?.0);
         let senders = idle.get_mut(authority)?;
         while let Some(candidate) = senders.pop() {
             if candidate.usable(now) {
-                return Some((key, candidate.sender));
+                return Some((key, candidate.connection));
             }
         }
         None
     }
 
-    fn checkin(&self, authority: Arc<str>, sender: http1::SendRequest<Body>) {
-        // A sender that is not ready is still sending a request body or is closing.
-        if !sender.is_ready() {
+    fn checkin(&self, authority: Arc<str>, connection: Connection) {
+        // A connection that is not ready is still sending a request body or is closing.
+        if !connection.is_ready() {
+            connection.task.abort();
             return;
         }
         let mut idle = self.idle();
         let senders = idle.entry(authority).or_default();
         if senders.len() < MAX_IDLE_PER_AUTHORITY {
             senders.push(Idle {
-                sender,
+                connection,
                 since: Instant::now(),
             });
         }
@@ -128,25 +164,30 @@ impl Client {
         request: Request<Body>,
     ) -> Result<Response<Body>, SendError> {
         let request = match self.pool.checkout(authority) {
-            Some((key, mut sender)) => match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.pooled(key, sender, response)),
-                Err(mut error) => match error.take_message() {
-                    Some(request) => request,
-                    None => return Err(SendError::Http(error.into_error())),
-                },
-            },
+            Some((key, mut connection)) => {
+                let abandoned = AbortOnDrop(Some(connection.task.clone()));
+                match connection.sender.try_send_request(request).await {
+                    Ok(response) => return Ok(self.pooled(key, connection, response, abandoned)),
+                    Err(mut error) => match error.take_message() {
+                        Some(request) => request,
+                        None => return Err(SendError::Http(error.into_error())),
+                    },
+                }
+            }
             None => request,
         };
         // Boxed: the connect path is rare and its future large; the common path stays small.
-        let mut sender = Box::pin(self.connect(authority)).await?;
-        let response = sender
+        let mut connection = Box::pin(self.connect(authority)).await?;
+        let abandoned = AbortOnDrop(Some(connection.task.clone()));
+        let response = connection
+            .sender
             .send_request(request)
             .await
             .map_err(SendError::Http)?;
-        Ok(self.pooled(authority.into(), sender, response))
+        Ok(self.pooled(authority.into(), connection, response, abandoned))
     }
 
-    async fn connect(&self, authority: &str) -> Result<http1::SendRequest<Body>, SendError> {
+    async fn connect(&self, authority: &str) -> Result<Connection, SendError> {
         let stream = tokio::time::timeout(self.pool.connect_timeout, TcpStream::connect(authority))
             .await
             .map_err(|_| SendError::Connect("connect timed out".into()))?
@@ -156,12 +197,15 @@ impl Client {
             .await
             .map_err(|error| SendError::Connect(error.into()))?;
         ::metrics::counter!(metrics::UPSTREAM_CONNECTIONS).increment(1);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Connection {
+            sender,
+            task: task.abort_handle(),
+        })
     }
 
     /// Wraps the response body so that its connection returns to the pool when it ends. A
@@ -169,16 +213,19 @@ impl Client {
     fn pooled(
         &self,
         authority: Arc<str>,
-        sender: http1::SendRequest<Body>,
+        connection: Connection,
         response: Response<Incoming>,
+        abandoned: AbortOnDrop,
     ) -> Response<Body> {
+        // From here the body decides: back to the pool at its end, closed if dropped before.
+        abandoned.defuse();
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             return response.map(body::incoming);
         }
         let checkin = Checkin {
             pool: Arc::downgrade(&self.pool),
             authority,
-            sender,
+            connection,
         };
         response.map(|incoming| {
             PooledBody::new(incoming, checkin)
@@ -193,31 +240,78 @@ enum SendError {
     Http(hyper::Error),
 }
 
-/// Sends `request` to `authority` and waits at most `idle_timeout` for the response headers.
+/// What a request's exchange is watched for while sandport waits for the response head.
+pub struct Watch<'a> {
+    /// How long the upstream may go without answering while nothing else moves.
+    pub idle_timeout: Duration,
+    /// The upload, when the request has a body: its progress extends the wait.
+    pub upload: Option<&'a Upload>,
+    /// Cancelled when the sandbox stops serving.
+    pub ended: Option<&'a CancellationToken>,
+}
+
+/// Sends `request` to `authority` and waits for the response head until the upstream has
+/// been silent for the idle timeout (an upload that still moves, or waits on the client,
+/// keeps it waiting), or the sandbox stops serving.
 pub async fn send(
     client: &Client,
     authority: &str,
     request: Request<Body>,
-    idle_timeout: Duration,
+    watch: Watch<'_>,
     upstream: &Upstream,
 ) -> Result<Response<Body>, ProxyError> {
-    let response = tokio::time::timeout(idle_timeout, client.request(authority, request))
-        .await
-        .map_err(|_| ProxyError::UpstreamTimeout {
+    let exchange = client.request(authority, request);
+    let ended = async {
+        match watch.ended {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    let response = tokio::select! {
+        response = exchange => response,
+        () = head_timeout(&watch) => return Err(ProxyError::UpstreamTimeout {
             upstream: upstream.clone(),
-        })?;
-    response.map_err(|error| match error {
+        }),
+        () = ended => return Err(ProxyError::UpstreamFailed {
+            upstream: upstream.clone(),
+            source: SandboxEnded.into(),
+        }),
+    };
+    response.map_err(|error| send_error(error, upstream))
+}
+
+/// Ends once the upstream has had `idle_timeout` without a response head while the upload
+/// (if any) neither moved nor waited on the client.
+async fn head_timeout(watch: &Watch<'_>) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let last = watch.upload.map_or(started, Upload::last_progress);
+        tokio::time::sleep_until(last + watch.idle_timeout).await;
+        let upload_busy = watch
+            .upload
+            .is_some_and(|upload| upload.waiting_on_client() || upload.last_progress() > last);
+        if !upload_busy {
+            return;
+        }
+    }
+}
+
+fn send_error(error: SendError, upstream: &Upstream) -> ProxyError {
+    match error {
         SendError::Connect(source) => ProxyError::UpstreamUnreachable {
             upstream: upstream.clone(),
             source,
         },
         SendError::Http(error) if is_limit_error(&error) => ProxyError::BodyTooLarge,
+        SendError::Http(error) if chain_holds::<ClientBodyTimeout>(&error) => {
+            ProxyError::RequestBodyTimeout
+        }
         SendError::Http(error) if body::is_client_error(&error) => ProxyError::BadRequestBody,
         SendError::Http(error) => ProxyError::UpstreamFailed {
             upstream: upstream.clone(),
             source: error.into(),
         },
-    })
+    }
 }
 
 async fn sweep_until_dropped(pool: Weak<Pool>) {
@@ -236,11 +330,11 @@ async fn sweep_until_dropped(pool: Weak<Pool>) {
 struct Checkin {
     pool: Weak<Pool>,
     authority: Arc<str>,
-    sender: http1::SendRequest<Body>,
+    connection: Connection,
 }
 
 /// A response body that hands its connection back to the pool once it has been read to the
-/// end. Dropped earlier, the connection is dropped with it (it cannot carry another request
+/// end. Dropped earlier, or failed, the connection is closed (it cannot carry another request
 /// before the rest of this body is read).
 struct PooledBody {
     body: Incoming,
@@ -259,9 +353,16 @@ impl PooledBody {
 
     fn release(&mut self) {
         if let Some(checkin) = self.checkin.take() {
-            if let Some(pool) = checkin.pool.upgrade() {
-                pool.checkin(checkin.authority, checkin.sender);
+            match checkin.pool.upgrade() {
+                Some(pool) => pool.checkin(checkin.authority, checkin.connection),
+                None => checkin.connection.task.abort(),
             }
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(checkin) = self.checkin.take() {
+            checkin.connection.task.abort();
         }
     }
 }
@@ -281,7 +382,7 @@ impl HttpBody for PooledBody {
                 this.ended = true;
                 this.release();
             }
-            Some(Err(_)) => this.checkin = None,
+            Some(Err(_)) => this.close(),
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
@@ -301,6 +402,8 @@ impl Drop for PooledBody {
         // A server skips polling a body that reports its end (HEAD, 204, a read-out length).
         if self.is_end_stream() {
             self.release();
+        } else {
+            self.close();
         }
     }
 }

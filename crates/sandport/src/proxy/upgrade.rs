@@ -19,13 +19,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics;
 
-/// Starts splicing the client and upstream connections once both upgrades complete.
+/// Starts splicing the client and upstream connections once both upgrades complete. The
+/// tunnel also ends when `sandbox_ended` (the sandbox's lifetime) is cancelled: a killed
+/// container never closes its side.
 pub fn spawn_tunnel(
     downstream: OnUpgrade,
     upstream: OnUpgrade,
     idle_timeout: Duration,
     tracker: &TaskTracker,
-    cancel: CancellationToken,
+    (cancel, sandbox_ended): (CancellationToken, Option<CancellationToken>),
 ) {
     tracker.spawn(async move {
         let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
@@ -46,9 +48,17 @@ pub fn spawn_tunnel(
             }
             () = activity.idle_for(idle_timeout) => tracing::debug!("tunnel idle; closed"),
             () = cancel.cancelled() => tracing::debug!("tunnel closed by shutdown"),
+            () = ended(sandbox_ended) => tracing::debug!("tunnel closed: the sandbox stopped serving"),
         }
         gauge.decrement(1.0);
     });
+}
+
+async fn ended(token: Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled_owned().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The last time any byte moved through a tunnel.

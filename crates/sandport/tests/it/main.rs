@@ -14,6 +14,8 @@ mod browser;
 mod catalogue_identity;
 /// Hostile input to the parsers on the wire: a clear 4xx, never a panic.
 mod catalogue_parsing;
+/// Streams that stall and sandboxes that die under open streams: bounded waits, aborts.
+mod catalogue_streams;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.
