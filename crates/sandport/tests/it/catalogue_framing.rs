@@ -567,7 +567,8 @@ async fn catalogue_18_request_trailers_never_reach_an_upstream() {
 
 /// Catalogue 19: `Expect: 100-continue` on a 1 GiB upload without credentials gets 401 at
 /// once, without a `100 Continue` and without the body ever being sent, and the connection
-/// closes. With credentials the `100 Continue` comes, and the body is forwarded.
+/// closes; so does the owner's upload above the body limit (413). Within the limit, the owner
+/// gets the `100 Continue`, and the body is forwarded.
 #[tokio::test]
 async fn catalogue_19_expect_continue_without_credentials_gets_401_before_any_100() {
     let (upstream, recorded) = recording_upstream().await;
@@ -588,7 +589,19 @@ async fn catalogue_19_expect_continue_without_credentials_gets_401_before_any_10
     );
     recorded.assert_untouched();
 
+    // The owner announcing more than the body limit is refused the same way: 413, no 100.
     let head = sandbox_head("POST", upstream, &gw, "upload");
+    let oversized = format!("{head}expect: 100-continue\r\ncontent-length: 1073741824\r\n\r\n");
+    let answer = exchange(&gw, oversized.as_bytes()).await;
+    assert!(answer.text.starts_with("HTTP/1.1 413"), "{}", answer.text);
+    assert!(!answer.text.contains(" 100 "), "{}", answer.text);
+    assert!(
+        answer.closed,
+        "the connection waits for a body: {}",
+        answer.text
+    );
+    recorded.assert_untouched();
+
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     let start =
         format!("{head}expect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n");
