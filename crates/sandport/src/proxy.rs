@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod trailers;
 pub mod upgrade;
 mod watch;
 
@@ -232,6 +233,11 @@ impl Gateway {
     ) -> Result<Context, ProxyError> {
         check_request_form(request.method(), request.uri())?;
         check_h2_field_values(request)?;
+        if !headers::is_plain_chunked_or_absent(request.headers()) {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding other than one chunked coding",
+            ));
+        }
         let host = public_host(request)?;
         let path_and_query = request
             .uri()
@@ -600,7 +606,8 @@ impl Gateway {
     }
 
     /// The client's request as the upstream gets it: HTTP/1.1, origin-form, its headers
-    /// rewritten, its body limited. Only the app is told who the caller is.
+    /// rewritten, its body limited and without trailers. Only the app is told who the caller
+    /// is.
     fn upstream_request(
         &self,
         request: Request<Incoming>,
@@ -633,7 +640,7 @@ impl Gateway {
         parts.uri = uri;
         // The pool speaks HTTP/1.1 upstream whatever the client spoke.
         parts.version = Version::HTTP_11;
-        let limited = body::limited(incoming, self.body_limit);
+        let limited = trailers::without_trailers(body::limited(incoming, self.body_limit));
         let (body, upload) = watch::upload(limited, self.idle_timeout);
         Ok((Request::from_parts(parts, body), upload))
     }

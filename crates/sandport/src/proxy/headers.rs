@@ -1,7 +1,9 @@
 //! Request and response header rules. Pure.
 //!
 //! - Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it names, plus the
-//!   classic list) never cross the proxy; `Connection: upgrade` is sent only for upgrades.
+//!   classic list and h2c's `HTTP2-Settings`) never cross the proxy; `Connection: upgrade` is
+//!   sent only for upgrades. The headers sandport adds are added after that removal, so a
+//!   client's `Connection` cannot name them away (catalogue 53).
 //! - Identity never reaches an upstream from a client: every `X-Cognito-*` header, the
 //!   shared-secret header, sandport's token cookie and a bearer token that is sandport's own
 //!   are removed. Names are compared with `_` and `.` read as `-`, so `X_Cognito_User_Id`
@@ -17,7 +19,7 @@ use crate::identity::{self, Authenticator, Principal};
 use crate::routing::Scheme;
 
 /// Headers that are hop-by-hop whether or not `Connection` names them (parsed once).
-static HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -27,6 +29,8 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // The h2c upgrade's settings (RFC 7540 §3.2.1): connection-specific, even unnamed.
+    HeaderName::from_static("http2-settings"),
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -113,6 +117,24 @@ pub fn prepare_downstream(headers: &mut HeaderMap, switching_protocols: bool) {
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(headers, &header::UPGRADE, "websocket")
         && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
+/// Whether the request's `Transfer-Encoding`, if any, is exactly one `chunked` coding (empty
+/// list elements aside, RFC 9110 §5.6.1). Anything else (`gzip, chunked`, `chunked` twice)
+/// would be forwarded as a body whose coding nobody upstream is told of.
+pub fn is_plain_chunked_or_absent(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        // a value that is not text names no coding sandport knows
+        .map(|value| value.to_str().unwrap_or("?"))
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty());
+    match codings.next() {
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+        Some(first) => first.eq_ignore_ascii_case("chunked") && codings.next().is_none(),
+    }
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {

@@ -9,6 +9,8 @@ mod harness;
 
 /// A real browser: headless Chromium on a conversation page reaching its sandbox container.
 mod browser;
+/// HTTP/1.1 request framing and request headers, byte-exact, against a recording upstream.
+mod catalogue_framing;
 /// The hardening catalogue's identity cases: header spellings, bearer tokens, ambiguity,
 /// placeholder owners, hostile claims and kids, cold start without keys, cross-site requests.
 mod catalogue_identity;

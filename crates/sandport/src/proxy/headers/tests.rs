@@ -232,3 +232,39 @@ fn identity_name_folding() {
         assert!(!is_identity_name(name), "{name}");
     }
 }
+
+#[test]
+fn h2c_settings_never_reach_an_upstream_even_unnamed() {
+    let mut h = headers(&[
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+    ]);
+    prepare_upstream(&mut h, &forwarding(false), &auth());
+    assert!(h.get("http2-settings").is_none() && h.get("upgrade").is_none());
+}
+
+#[test]
+fn only_one_chunked_coding_is_a_transfer_encoding_sandport_forwards() {
+    assert!(is_plain_chunked_or_absent(&headers(&[])));
+    for good in [
+        &["chunked"][..],
+        &["Chunked"],
+        &[",chunked"],
+        &["chunked, "],
+    ] {
+        let pairs: Vec<_> = good.iter().map(|v| ("transfer-encoding", *v)).collect();
+        assert!(is_plain_chunked_or_absent(&headers(&pairs)), "{good:?}");
+    }
+    for bad in [
+        &["gzip, chunked"][..],
+        &["gzip", "chunked"],
+        &["chunked", "chunked"],
+        &["chunked, chunked"],
+        &["identity"],
+        &[","],
+        &[""],
+    ] {
+        let pairs: Vec<_> = bad.iter().map(|v| ("transfer-encoding", *v)).collect();
+        assert!(!is_plain_chunked_or_absent(&headers(&pairs)), "{bad:?}");
+    }
+}
