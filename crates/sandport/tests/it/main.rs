@@ -14,6 +14,9 @@ mod browser;
 mod catalogue_identity;
 /// Hostile input to the parsers on the wire: a clear 4xx, never a panic.
 mod catalogue_parsing;
+/// The hardening catalogue's JWT cases: `alg` spellings, unknown-kid floods, embedded key
+/// headers, time claims, issuers, broken and tampered tokens.
+mod catalogue_tokens;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.
