@@ -54,7 +54,7 @@
 //! signs any claims with the signing key; [`TestProvider::mint_with_header`] takes the header
 //! verbatim. The helpers `mint_alg_none`, `mint_hs256_with_public_key`, `mint_unknown_kid`,
 //! `mint_foreign_key_with_current_kid`, `mint_tampered`, `mint_huge` and [`truncate_token`] build
-//! the attacks, and [`TestProvider::hostile_tokens`] the whole table.
+//! the attacks; `mint_with_attacker_key` and `attacker_jwk` give an attacker's own key, and [`TestProvider::hostile_tokens`] the whole table.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -511,6 +511,19 @@ impl TestProvider {
     pub fn mint_unknown_kid(&self, claims: Value) -> String {
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": random_kid()});
         sign_compact(&header, &claims, &never_published_key())
+    }
+
+    /// Encodes `header` verbatim and signs it (per its `alg`, as [`TestProvider::mint_with_header`])
+    /// with the key that is never published: an attacker's own key.
+    pub fn mint_with_attacker_key(&self, header: Value, claims: Value) -> String {
+        sign_compact(&header, &claims, &never_published_key())
+    }
+
+    /// The public JWK (`kty`, `alg`, `use`, `n`, `e`, no `kid`) of the key that is never
+    /// published, as an attacker would embed it in a token's `jwk` header.
+    pub fn attacker_jwk(&self) -> Value {
+        let key = never_published_key();
+        json!({"kty": "RSA", "alg": "RS256", "use": "sig", "n": key.n, "e": key.e})
     }
 
     /// RS256 by a key that is never published, but under the signing kid (bad signature).

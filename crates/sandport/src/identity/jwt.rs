@@ -2,10 +2,10 @@
 //! set and the current time.
 //!
 //! The algorithm is pinned: the token's own `alg` never chooses it, so `alg: none` and HS256
-//! tokens signed with the public key are refused. `iss` must match exactly; `aud` (or Cognito's
+//! tokens signed with the public key are refused. `iss` must be one string equal to the issuer; `aud` (or Cognito's
 //! `client_id`) must name the client; `token_use` must be the configured value (a token
-//! without one is refused when a value is configured); `exp` is required and `nbf` honoured,
-//! both with the configured clock skew. `sub` must be a well-formed [`UserId`]. A `kid` that
+//! without one is refused when a value is configured); `exp` is required, and `nbf` and `iat`
+//! are honoured (a token issued in the future is refused), all with the configured clock skew. `sub` must be a well-formed [`UserId`]. A `kid` that
 //! could not be a key id ([`is_well_formed_kid`]) is refused before the key set is consulted,
 //! so it never causes a JWKS refetch.
 
@@ -41,8 +41,12 @@ pub enum TokenError {
     Expired,
     #[error("token not valid yet")]
     NotYetValid,
+    #[error("token issued in the future")]
+    IssuedInFuture,
     #[error("token has no expiry")]
     NoExpiry,
+    #[error("token is from another issuer")]
+    WrongIssuer,
     #[error("token is for another client")]
     WrongAudience,
     #[error("token_use is not accepted")]
@@ -71,9 +75,12 @@ pub type KeySet = HashMap<String, Arc<DecodingKey>>;
 
 #[derive(Debug, Deserialize)]
 struct Claims {
+    /// One string: jsonwebtoken also accepts a list naming the issuer, which no provider sends.
+    iss: String,
     sub: String,
     exp: Option<u64>,
     nbf: Option<u64>,
+    iat: Option<u64>,
     aud: Option<Audience>,
     client_id: Option<String>,
     token_use: Option<String>,
@@ -125,6 +132,9 @@ pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: u64) -> Result<Ver
     let kid = key_id(token)?;
     let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
     let claims = decode(token, key, rules)?;
+    if claims.iss != rules.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
     let exp = check_time(&claims, rules.clock_skew_secs, now)?;
     check_audience(&claims, rules)?;
     check_token_use(&claims, rules)?;
@@ -159,15 +169,20 @@ fn decode(token: &str, key: &DecodingKey, rules: &Rules) -> Result<Claims, Token
         .map_err(|error| TokenError::Invalid(error.kind_name()))
 }
 
-/// `exp` is required and in the future, `nbf` (if any) in the past, both within `skew`.
-/// Returns `exp`.
+/// `exp` is required and in the future, `nbf` and `iat` (if any) in the past, all within
+/// `skew`. Returns `exp`.
 fn check_time(claims: &Claims, skew: u64, now: u64) -> Result<u64, TokenError> {
     let exp = claims.exp.ok_or(TokenError::NoExpiry)?;
     if exp.saturating_add(skew) <= now {
         return Err(TokenError::Expired);
     }
-    if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+    let latest = now.saturating_add(skew);
+    if claims.nbf.is_some_and(|nbf| nbf > latest) {
         return Err(TokenError::NotYetValid);
+    }
+    // A provider never issues tokens ahead of its clock: such a token was minted, not issued.
+    if claims.iat.is_some_and(|iat| iat > latest) {
+        return Err(TokenError::IssuedInFuture);
     }
     Ok(exp)
 }

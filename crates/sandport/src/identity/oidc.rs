@@ -258,7 +258,7 @@ impl Oidc {
     pub fn is_own_authorization(&self, value: &HeaderValue) -> bool {
         credentials::bearer_token(value)
             .and_then(unverified_issuer)
-            .is_some_and(|iss| iss == self.rules.issuer)
+            .is_some_and(|iss| names_issuer(&iss, &self.rules.issuer))
     }
 
     /// Sends a browser to the provider's login page; it comes back to `/_callback` on
@@ -582,12 +582,12 @@ fn with_query(url: &str, query: &str) -> String {
 }
 
 /// A return path that stays on this origin: one leading `/`, never `//` or `/\`, no control
-/// characters. Anything else returns to `/`.
+/// characters or backslashes, and none of those starts once percent-decoded (see
+/// [`leads_off_origin`]). Anything else returns to `/`.
 pub fn safe_return_path(path: &str) -> &str {
     let safe = path.starts_with('/')
-        && !path.starts_with("//")
-        && !path.starts_with("/\\")
-        && !path.chars().any(|c| c.is_control() || c == '\\');
+        && !path.chars().any(|c| c.is_control() || c == '\\')
+        && !leads_off_origin(path);
     if safe {
         path
     } else {
@@ -595,8 +595,68 @@ pub fn safe_return_path(path: &str) -> &str {
     }
 }
 
+/// How many times a return path is percent-decoded to look for a hidden `//`: the layers an
+/// app puts behind sandport may each decode it once more.
+const DECODE_ROUNDS: usize = 3;
+
+/// Whether `path`, or what it decodes to in up to [`DECODE_ROUNDS`] rounds, starts with `//`
+/// or `/\` once tabs and newlines are dropped (browsers drop them from URLs): a path that
+/// some layer would turn into a redirect to another host. Still changing after the last
+/// round counts as leading off.
+fn leads_off_origin(path: &str) -> bool {
+    let mut current = path.as_bytes().to_vec();
+    for _ in 0..=DECODE_ROUNDS {
+        let mut visible = current
+            .iter()
+            .filter(|byte| !matches!(byte, b'\t' | b'\n' | b'\r'));
+        if visible.next() == Some(&b'/') && matches!(visible.next(), Some(b'/' | b'\\')) {
+            return true;
+        }
+        let decoded = percent_decoded(&current);
+        if decoded == current {
+            return false;
+        }
+        current = decoded;
+    }
+    true
+}
+
+/// `bytes` with every `%XX` (two hex digits) decoded; other bytes as they are.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some((&byte, tail)) = rest.split_first() {
+        let escaped = match tail {
+            [high, low, ..] if byte == b'%' => hex(*high).zip(hex(*low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                rest = tail.get(2..).unwrap_or_default();
+            }
+            None => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    out
+}
+
+/// Whether an `iss` value names `issuer`: as the string, or in a list (never verified, but
+/// still not to be forwarded).
+fn names_issuer(iss: &serde_json::Value, issuer: &str) -> bool {
+    match iss {
+        serde_json::Value::String(one) => one == issuer,
+        serde_json::Value::Array(many) => many.iter().any(|one| one.as_str() == Some(issuer)),
+        _ => false,
+    }
+}
+
 /// The `iss` claim of a token, without verifying it (only to recognise our own tokens).
-fn unverified_issuer(token: &str) -> Option<String> {
+fn unverified_issuer(token: &str) -> Option<serde_json::Value> {
     use base64::Engine as _;
     if token.len() > jwt::MAX_TOKEN_LEN {
         return None;
@@ -606,7 +666,7 @@ fn unverified_issuer(token: &str) -> Option<String> {
         .decode(payload)
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
+    claims.get("iss").cloned()
 }
 
 #[cfg(test)]
@@ -625,6 +685,15 @@ mod tests {
             ("", "/"),
             ("/a\r\nSet-Cookie: x=1", "/"),
             ("/a\\b", "/"),
+            ("/\t/evil.example", "/"),
+            ("/%2F%2Fevil.example", "/"),
+            ("/%2f%5cevil.example", "/"),
+            ("/%09/evil.example", "/"),
+            ("/%252F%252Fevil.example", "/"),
+            ("/%25252525252F/evil.example", "/"),
+            ("javascript:alert(1)", "/"),
+            ("/a%2F%2Fb?next=%2F%2Fx", "/a%2F%2Fb?next=%2F%2Fx"),
+            ("/100%", "/100%"),
         ] {
             assert_eq!(safe_return_path(input), expected, "{input:?}");
         }
@@ -635,10 +704,13 @@ mod tests {
         use base64::Engine as _;
         let payload =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp"}"#);
-        assert_eq!(
-            unverified_issuer(&format!("x.{payload}.y")).as_deref(),
-            Some("https://idp")
-        );
+        let iss = unverified_issuer(&format!("x.{payload}.y")).unwrap();
+        assert!(names_issuer(&iss, "https://idp"));
+        assert!(!names_issuer(&iss, "https://idp/"));
+        assert!(names_issuer(
+            &serde_json::json!(["a", "https://idp"]),
+            "https://idp"
+        ));
         assert_eq!(unverified_issuer("garbage"), None);
     }
 }

@@ -15,44 +15,45 @@ use sandport_testkit::sandbox_server;
 use serde_json::json;
 
 use crate::harness::{
-    eventually, get, send, send_body, static_config, Gateway, Reply, STATIC_CONVERSATION, TOKEN,
+    eventually, get, runtime_host, send, send_body, static_config, Gateway, Reply,
+    STATIC_CONVERSATION, TOKEN,
 };
 
 const CLIENT_ID: &str = "catalogue-client";
 const CLIENT_SECRET: &str = "catalogue-secret-0123456789";
-const ALICE: &str = "alice";
-const BOB: &str = "bob";
+pub(crate) const ALICE: &str = "alice";
+pub(crate) const BOB: &str = "bob";
 
 /// Token mode for `alice` with an echoing upstream as the app and the sandbox.
-async fn token_world(extra: &str) -> (Gateway, SocketAddr) {
+pub(crate) async fn token_world(extra: &str) -> (Gateway, SocketAddr) {
     let upstream = sandbox_server::spawn_local().await.unwrap();
     let gateway = Gateway::start(&static_config(upstream, extra));
     gateway.wait_ready().await;
     (gateway, upstream)
 }
 
-fn app_host(gateway: &Gateway) -> String {
+pub(crate) fn app_host(gateway: &Gateway) -> String {
     format!("sandport.test:{}", gateway.addr.port())
 }
 
-fn sandbox_path(upstream: SocketAddr, rest: &str) -> String {
+pub(crate) fn sandbox_path(upstream: SocketAddr, rest: &str) -> String {
     format!("/runtime/{STATIC_CONVERSATION}/{}/{rest}", upstream.port())
 }
 
-fn echoed_headers(reply: &Reply) -> String {
+pub(crate) fn echoed_headers(reply: &Reply) -> String {
     reply.json()["headers"].to_string()
 }
 
 /// OIDC mode with the test provider; `alice` owns [`STATIC_CONVERSATION`].
-struct OidcWorld {
-    provider: TestProvider,
-    upstream: SocketAddr,
-    gateway: Gateway,
+pub(crate) struct OidcWorld {
+    pub(crate) provider: TestProvider,
+    pub(crate) upstream: SocketAddr,
+    pub(crate) gateway: Gateway,
     _dir: tempfile::TempDir,
 }
 
 impl OidcWorld {
-    async fn start() -> OidcWorld {
+    pub(crate) async fn start() -> OidcWorld {
         let provider = TestProvider::start(CLIENT_ID, CLIENT_SECRET).await.unwrap();
         let upstream = sandbox_server::spawn_local().await.unwrap();
         let (gateway, dir) = start_oidc_gateway(&provider, upstream, "");
@@ -65,11 +66,11 @@ impl OidcWorld {
         }
     }
 
-    fn token(&self, sub: &str) -> String {
+    pub(crate) fn token(&self, sub: &str) -> String {
         self.provider.mint(self.provider.standard_claims(sub))
     }
 
-    async fn api(&self, headers: &[(&str, &str)]) -> Reply {
+    pub(crate) async fn api(&self, headers: &[(&str, &str)]) -> Reply {
         let mut request =
             get(&app_host(&self.gateway), "/api/x").header("accept", "application/json");
         for (name, value) in headers {
@@ -292,6 +293,152 @@ async fn catalogue_58_credentials_of_two_users_are_refused_as_ambiguous() {
     let many: Vec<String> = (0..9).map(|_| format!("id_token={alice}")).collect();
     let reply = w.api(&[("cookie", &many.join("; "))]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // A cookie value is taken byte for byte: a quoted token is not a token. Alone it is no
+    // credential; beside a valid one it is skipped like any invalid token, never unquoted into
+    // a second user.
+    let reply = w.api(&[("cookie", &format!("id_token=\"{alice}\""))]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = w
+        .api(&[("cookie", &format!("id_token=\"{bob}\"; id_token={alice}"))])
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(echoed_headers(&reply).contains(r#"["x-cognito-user-id","alice"]"#));
+    // ... and, quoted or not, it is sandport's cookie: it never reaches a sandbox.
+    let reply = send(
+        w.gateway.addr,
+        get(&app_host(&w.gateway), &sandbox_path(w.upstream, "x")).header(
+            "cookie",
+            format!("a=1; id_token=\"{bob}\"; id_token={alice}"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = echoed_headers(&reply);
+    assert!(seen.contains(r#"["cookie","a=1"]"#), "{seen}");
+    assert!(!seen.contains(&bob) && !seen.contains(&alice), "{seen}");
+    // 200 cookies: the one token among them is found; 200 tokens are refused untried.
+    let fetches = w.provider.jwks_fetches();
+    let mut jar: Vec<String> = (0..200).map(|i| format!("c{i}=v{i}")).collect();
+    jar.push(format!("id_token={alice}"));
+    let reply = w.api(&[("cookie", &jar.join("; "))]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let flood: Vec<String> = (0..200).map(|i| format!("id_token=t{i}")).collect();
+    let started = std::time::Instant::now();
+    let reply = w.api(&[("cookie", &flood.join("; "))]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.text(), ambiguous);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(w.provider.jwks_fetches(), fetches);
+}
+
+/// A TCP listener that counts the connections it accepts and closes them: an upstream that
+/// proves whether anything reached it.
+pub(crate) struct ConnectCounter {
+    pub(crate) addr: SocketAddr,
+    accepted: Arc<AtomicU64>,
+}
+
+impl ConnectCounter {
+    pub(crate) async fn start() -> ConnectCounter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        ConnectCounter { addr, accepted }
+    }
+
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A port nothing listens on: bound, then released (a refused connection is the point).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A second sandbox, owned by bob, for the token-mode worlds.
+const FOREIGN: &str = "fedcba9876543210fedcba9876543210";
+
+fn foreign_sandbox() -> String {
+    format!(
+        "[[discovery.sandboxes]]\nconversation_id = \"{FOREIGN}\"\nuser_id = \"{BOB}\"\naddress = \"127.0.0.1\"\n"
+    )
+}
+
+const UNAUTHENTICATED: &str =
+    "Authentication required. Please login at the main application first.\n";
+const NOT_OWNER: &str = "Access denied: you do not own this conversation\n";
+
+#[tokio::test]
+async fn catalogue_60_probes_from_strangers_get_401_or_403_and_never_reach_a_port() {
+    let (gw, _) = token_world(&foreign_sandbox()).await;
+    let counter = ConnectCounter::start().await;
+    let origin = format!("http://{}", app_host(&gw));
+    let bearer = format!("Bearer {TOKEN}");
+    let probe = |host: &str, target: &str, authorization: Option<&str>| {
+        let mut request = get(host, target)
+            .header("origin", &origin)
+            .header("accept", "application/json");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request
+    };
+    for port in [closed_port(), counter.addr.port()] {
+        let cases = [
+            (STATIC_CONVERSATION, None, 401, UNAUTHENTICATED),
+            (FOREIGN, None, 401, UNAUTHENTICATED),
+            (
+                STATIC_CONVERSATION,
+                Some("Bearer wrong"),
+                401,
+                UNAUTHENTICATED,
+            ),
+            (FOREIGN, Some(bearer.as_str()), 403, NOT_OWNER),
+        ];
+        for (conversation, authorization, status, body) in cases {
+            let path_form = (app_host(&gw), format!("/runtime/{conversation}/{port}/api"));
+            let host_form = (runtime_host(port, conversation, &gw), "/api".to_owned());
+            for (host, target) in [path_form, host_form] {
+                let reply = send(gw.addr, probe(&host, &target, authorization))
+                    .await
+                    .unwrap();
+                let what = format!("{host}{target} {authorization:?}");
+                assert_eq!(reply.status.as_u16(), status, "{what}");
+                assert_eq!(reply.text(), body, "{what}");
+            }
+        }
+    }
+    assert_eq!(counter.accepted(), 0, "a stranger's probe reached the port");
+    // The control: the owner's probe to the closed port is the 204, and to the open one it
+    // connects.
+    let target = format!("/runtime/{STATIC_CONVERSATION}/{}/api", closed_port());
+    let reply = send(gw.addr, probe(&app_host(&gw), &target, Some(&bearer)))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let target = format!("/runtime/{STATIC_CONVERSATION}/{}/api", counter.addr.port());
+    send(gw.addr, probe(&app_host(&gw), &target, Some(&bearer)))
+        .await
+        .unwrap();
+    eventually(
+        "the owner's probe connects",
+        Duration::from_secs(5),
+        || async { counter.accepted() >= 1 },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -610,7 +757,17 @@ async fn catalogue_71_112_cold_start_without_keys_is_not_ready_and_says_why() {
 
 /// A raw WebSocket handshake (status only) to `target`, with `headers`.
 async fn handshake(gw: &Gateway, target: &str, headers: &[(&str, &str)]) -> StatusCode {
-    let mut request = get(&app_host(gw), target)
+    handshake_on(gw, &app_host(gw), target, headers).await
+}
+
+/// [`handshake`] on `host`.
+async fn handshake_on(
+    gw: &Gateway,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> StatusCode {
+    let mut request = get(host, target)
         .header("connection", "upgrade")
         .header("upgrade", "websocket")
         .header("sec-websocket-version", "13")
@@ -771,4 +928,203 @@ async fn a_login_while_the_provider_is_down_is_a_counted_503() {
         line.contains(r#""decision":"identity_provider_unavailable""#)
     })
     .await;
+}
+
+#[tokio::test]
+async fn catalogue_75_websocket_handshakes_need_a_credential_and_ownership() {
+    let counter = ConnectCounter::start().await;
+    let port = counter.addr.port();
+    // OIDC mode: alice owns the conversation, bob does not.
+    let w = OidcWorld::start().await;
+    let app_origin = format!("http://{}", app_host(&w.gateway));
+    let (alice, bob) = (w.token(ALICE), w.token(BOB));
+    let expired = w.provider.mint_expired_copy(&alice);
+    let unsigned = w.provider.mint_alg_none(w.provider.standard_claims(ALICE));
+    let bearer = |token: &str| format!("Bearer {token}");
+    let cookie = |token: &str| format!("id_token={token}");
+    let path = format!("/runtime/{STATIC_CONVERSATION}/{port}/ws");
+    let cases = [
+        (vec![], StatusCode::UNAUTHORIZED),
+        (vec![("cookie", cookie(&expired))], StatusCode::UNAUTHORIZED),
+        (
+            vec![("authorization", bearer(&expired))],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            vec![("authorization", bearer(&unsigned))],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (vec![("authorization", bearer(&bob))], StatusCode::FORBIDDEN),
+        (vec![("cookie", cookie(&bob))], StatusCode::FORBIDDEN),
+    ];
+    for (headers, expected) in &cases {
+        let mut headers: Vec<(&str, &str)> =
+            headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        headers.push(("origin", &app_origin));
+        let status = handshake(&w.gateway, &path, &headers).await;
+        assert_eq!(status, *expected, "{headers:?}");
+    }
+    // A runtime host believes only its own session: platform tokens there are no credential.
+    let host = runtime_host(port, STATIC_CONVERSATION, &w.gateway);
+    let runtime_origin = format!("http://{host}");
+    for headers in [
+        vec![("origin", runtime_origin.as_str())],
+        vec![
+            ("origin", runtime_origin.as_str()),
+            ("cookie", &cookie(&alice)),
+        ],
+        vec![
+            ("origin", runtime_origin.as_str()),
+            ("authorization", &bearer(&alice)),
+        ],
+    ] {
+        let status = handshake_on(&w.gateway, &host, "/ws", &headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{headers:?}");
+    }
+    // Token mode: no token or a wrong one is 401, someone else's conversation 403.
+    let (gw, _) = token_world(&foreign_sandbox()).await;
+    let token = bearer(TOKEN);
+    for (target, headers, expected) in [
+        (STATIC_CONVERSATION, vec![], StatusCode::UNAUTHORIZED),
+        (
+            STATIC_CONVERSATION,
+            vec![("authorization", "Bearer wrong")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            FOREIGN,
+            vec![("authorization", token.as_str())],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let path = format!("/runtime/{target}/{port}/ws");
+        assert_eq!(
+            handshake(&gw, &path, &headers).await,
+            expected,
+            "{target} {headers:?}"
+        );
+    }
+    assert_eq!(
+        counter.accepted(),
+        0,
+        "a refused handshake reached the sandbox"
+    );
+    // The control: the owner's handshake is tunnelled to the sandbox.
+    handshake(&w.gateway, &path, &[("authorization", &bearer(&alice))]).await;
+    eventually(
+        "the owner's handshake connects",
+        Duration::from_secs(5),
+        || async { counter.accepted() >= 1 },
+    )
+    .await;
+}
+
+/// Starts a login by navigating to `start` on the app host, consents at the provider and
+/// follows the callback; the `Location` the callback answers.
+async fn login_returns_to(w: &OidcWorld, start: &str) -> String {
+    let app = app_host(&w.gateway);
+    let first = send(
+        w.gateway.addr,
+        get(&app, start).header("sec-fetch-mode", "navigate"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, StatusCode::FOUND, "{start}: {}", first.text());
+    let login_cookie = first
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok()?.split(';').next())
+        .find(|pair| pair.starts_with("sandport_login="))
+        .unwrap()
+        .to_owned();
+    let authorize: http::Uri = first.header("location").unwrap().parse().unwrap();
+    let consent = send(
+        w.provider.addr(),
+        get(
+            authorize.authority().unwrap().as_ref(),
+            authorize.path_and_query().unwrap().as_str(),
+        ),
+    )
+    .await
+    .unwrap();
+    let callback: http::Uri = consent.header("location").unwrap().parse().unwrap();
+    let done = send(
+        w.gateway.addr,
+        get(&app, callback.path_and_query().unwrap().as_str()).header("cookie", login_cookie),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.status, StatusCode::FOUND, "{start}: {}", done.text());
+    done.header("location").unwrap().to_owned()
+}
+
+/// The `rd` parameter of a `Location` (decoded).
+fn return_parameter(location: &str) -> String {
+    let query = location.split_once('?').map_or("", |(_, query)| query);
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "rd")
+        .map(|(_, value)| value.into_owned())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn catalogue_82_return_targets_that_leave_the_origin_return_to_slash() {
+    let w = OidcWorld::start().await;
+    // The path a login starts from is where the callback returns.
+    for start in [
+        "/%2F%2Fevil.test",
+        "/%2f%2fevil.test/x",
+        "/%5Cevil.test",
+        "/%09/evil.test",
+        "/%252F%252Fevil.test",
+    ] {
+        assert_eq!(login_returns_to(&w, start).await, "/", "{start}");
+    }
+    assert_eq!(
+        login_returns_to(&w, "/page?x=%2F%2F").await,
+        "/page?x=%2F%2F"
+    );
+    // The runtime hand-off's `rd`, when it starts and when the code is redeemed.
+    let app = app_host(&w.gateway);
+    let runtime = runtime_host(w.upstream.port(), STATIC_CONVERSATION, &w.gateway);
+    let alice = format!("id_token={}", w.token(ALICE));
+    for hostile in [
+        "/\t/evil.test",
+        "/%2F%2Fevil.test",
+        "javascript:alert(1)",
+        "//evil.test",
+        "/\\evil.test",
+        "https://evil.test",
+        "/\r\nSet-Cookie: x=1",
+    ] {
+        let rd: String = form_urlencoded::byte_serialize(hostile.as_bytes()).collect();
+        let auth = format!("/_sandport/runtime-auth?host={runtime}&rd={rd}");
+        let reply = send(w.gateway.addr, get(&app, &auth).header("cookie", &alice))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::FOUND,
+            "{hostile:?}: {}",
+            reply.text()
+        );
+        let redeem = reply.header("location").unwrap().to_owned();
+        assert_eq!(return_parameter(&redeem), "/", "{hostile:?}");
+        // The code redeemed with the hostile `rd` put back.
+        let redeem: http::Uri = redeem.parse().unwrap();
+        let code = form_urlencoded::parse(redeem.query().unwrap().as_bytes())
+            .find(|(name, _)| name == "code")
+            .map(|(_, value)| value.into_owned())
+            .unwrap();
+        let target = format!("/_sandport/runtime-session?code={code}&rd={rd}");
+        let reply = send(w.gateway.addr, get(&runtime, &target)).await.unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::FOUND,
+            "{hostile:?}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.header("location"), Some("/"), "{hostile:?}");
+    }
 }

@@ -18,6 +18,9 @@ mod catalogue_identity;
 mod catalogue_parsing;
 /// Streams that stall and sandboxes that die under open streams: bounded waits, aborts.
 mod catalogue_streams;
+/// The hardening catalogue's JWT cases: `alg` spellings, unknown-kid floods, embedded key
+/// headers, time claims, issuers, broken and tampered tokens.
+mod catalogue_tokens;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.

@@ -234,6 +234,35 @@ async fn claim_attacks_get_their_exact_error() {
             invalid("Json"),
         ),
         (
+            "iss as a list naming the issuer",
+            f.claims(|m| {
+                let issuer = m["iss"].clone();
+                m.insert("iss".into(), json!([issuer]));
+            }),
+            invalid("Json"),
+        ),
+        (
+            "iat a day ahead",
+            f.claims(|m| {
+                m.insert("iat".into(), json!(oidc_now() + 86_400));
+            }),
+            Err(TokenError::IssuedInFuture),
+        ),
+        (
+            "iat in the skew window",
+            f.claims(|m| {
+                m.insert("iat".into(), json!(oidc_now() + 30));
+            }),
+            Ok(()),
+        ),
+        (
+            "exp past the skew window",
+            f.claims(|m| {
+                m.insert("exp".into(), json!(oidc_now() - 61));
+            }),
+            Err(TokenError::Expired),
+        ),
+        (
             "exp in the skew window",
             f.claims(|m| {
                 m.insert("exp".into(), json!(oidc_now() - 30));
