@@ -426,10 +426,9 @@ impl Connection {
         };
         let tracker = self.signals.connections.clone();
         tracker.spawn(async move {
-            let _held = (permit, load);
-            open.increment(1.0);
+            // Guards, so that a connection ended by a panic is uncounted too.
+            let _held = (permit, load, OpenConnection::count(open));
             self.serve(stream, tls).await;
-            open.decrement(1.0);
         });
     }
 
@@ -461,6 +460,8 @@ impl Connection {
                 let in_flight = usage.begin();
                 let (gateway, peer) = (Arc::clone(&gateway), Arc::clone(&peer));
                 async move {
+                    #[cfg(debug_assertions)]
+                    panic_if_asked(request.uri().path());
                     let response = gateway.handle(request, &peer).await;
                     Ok::<_, Infallible>(response.map(|body| Tracked {
                         body,
@@ -605,4 +606,33 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// Counts a connection in the open-connections gauge until dropped.
+struct OpenConnection(::metrics::Gauge);
+
+impl OpenConnection {
+    fn count(gauge: ::metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Debug builds only: a request for the exact path in `DEBUG_SANDPORT_PANIC_PATH` panics in
+/// its handler, so tests can show that a panic ends its own connection and nothing else.
+/// Release builds have no such path.
+#[cfg(debug_assertions)]
+fn panic_if_asked(path: &str) {
+    static PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let asked = PATH.get_or_init(|| std::env::var("DEBUG_SANDPORT_PANIC_PATH").ok());
+    assert!(
+        asked.as_deref() != Some(path),
+        "panic requested by DEBUG_SANDPORT_PANIC_PATH"
+    );
 }

@@ -228,6 +228,64 @@ async fn catalogue_106_idle_keep_alive_connections_are_reaped_and_fds_return_to_
     .await;
 }
 
+/// Catalogue 112: a handler that panics (a debug-build hook, `DEBUG_SANDPORT_PANIC_PATH`)
+/// ends its own connection only: another connection on the same worker keeps serving, new
+/// connections and `/health` are answered, the open-connections gauge forgets the dead one,
+/// and the process stays up.
+#[tokio::test]
+async fn catalogue_112_a_panicking_handler_ends_its_connection_only() {
+    let upstream = sandbox_server::spawn_local().await.unwrap();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let config = format!(
+        "[server]\nworkers = 1\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        static_config(upstream, "[log]\nformat = \"json\"\n")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("sandport.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut gw =
+        Activated::start_with_env(&socket, &config_path, "DEBUG_SANDPORT_PANIC_PATH=/__panic")
+            .await;
+    let target = format!("/runtime/{CID}/{}/", upstream.port());
+    let request = |path: &str| {
+        http::Request::get(path)
+            .header("host", "sandport.test")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let mut survivor = crate::harness::connect(addr).await;
+    let response = survivor.send_request(request(&target)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let mut victim = crate::harness::connect(addr).await;
+    let outcome = victim.send_request(request("/__panic")).await;
+    assert!(outcome.is_err(), "the panicking request got {outcome:?}");
+    assert!(gw.stderr.lock().unwrap().contains("panicked"));
+
+    let response = survivor.send_request(request(&target)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the other connection");
+    let reply = crate::harness::send(
+        addr,
+        get("sandport.test", &target).header("authorization", format!("Bearer {TOKEN}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "a new connection");
+    let health = crate::harness::send(gw.admin, get("localhost", "/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status, StatusCode::OK);
+    eventually(
+        "the dead connection uncounted",
+        Duration::from_secs(5),
+        || async { gw.metric("sandport_connections_open").await == 1.0 },
+    )
+    .await;
+    assert!(gw.child.try_wait().unwrap().is_none(), "the process exited");
+}
+
 /// A keep-alive HTTP/1.1 connection that has had one answer and is left idle.
 async fn idle_http1_connection(addr: SocketAddr, target: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -432,14 +490,23 @@ struct Activated {
 
 impl Activated {
     async fn start(socket: &std::net::TcpListener, config: &std::path::Path) -> Self {
+        Self::start_with_env(socket, config, "").await
+    }
+
+    /// Like [`Activated::start`], with `env` (`NAME=value ...`) exported as well.
+    async fn start_with_env(
+        socket: &std::net::TcpListener,
+        config: &std::path::Path,
+        env: &str,
+    ) -> Self {
         let passed = std::os::fd::OwnedFd::from(socket.try_clone().unwrap());
         let mut child = Command::new("sh")
-            .args([
-                "-c",
-                "export LISTEN_FDS=1 LISTEN_PID=$$ LISTEN_FDNAMES=http; \
-                 exec \"$0\" serve --config \"$1\" 3<&0 </dev/null",
-                env!("CARGO_BIN_EXE_sandport"),
-            ])
+            .arg("-c")
+            .arg(format!(
+                "export {env} LISTEN_FDS=1 LISTEN_PID=$$ LISTEN_FDNAMES=http; \
+                 exec \"$0\" serve --config \"$1\" 3<&0 </dev/null"
+            ))
+            .arg(env!("CARGO_BIN_EXE_sandport"))
             .arg(config)
             .stdin(Stdio::from(passed))
             .stdout(Stdio::null())
@@ -528,13 +595,18 @@ impl Activated {
 
     /// Requests this process answered, from its metrics.
     async fn requests_served(&self) -> f64 {
+        self.metric("sandport_requests_total").await
+    }
+
+    /// A metric's value, summed over its label sets.
+    async fn metric(&self, name: &str) -> f64 {
         let reply = crate::harness::send(self.admin, get("localhost", "/metrics"))
             .await
             .unwrap();
         reply
             .text()
             .lines()
-            .filter(|line| line.starts_with("sandport_requests_total"))
+            .filter(|line| line.starts_with(name))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
