@@ -119,16 +119,32 @@ fn start_admin(
     (admin, stop)
 }
 
-/// The client and admin listeners, bound before anything is served.
+/// The client and admin listeners, bound before anything is served. A listener the service
+/// manager passed (socket activation) is served instead of binding its `listen` address: the
+/// socket outlives this process, so a restart leaves connections waiting, never refused.
 async fn bind_listeners(
     config: &FileConfig,
 ) -> anyhow::Result<(std::net::TcpListener, TcpListener)> {
     let (listen, admin_addr) = (config.listen_addr()?, config.admin_addr()?);
-    let listener = server::bind(listen)
-        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-    let admin_listener = TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?;
+    let inherited = server::inherited_listeners()?;
+    if inherited.client.is_some() || inherited.admin.is_some() {
+        tracing::info!(
+            client = inherited.client.is_some(),
+            admin = inherited.admin.is_some(),
+            "serving on sockets passed by the service manager, instead of their listen addresses"
+        );
+    }
+    let listener = match inherited.client {
+        Some(listener) => listener,
+        None => server::bind(listen)
+            .with_context(|| format!("cannot listen on {listen} (server.listen)"))?,
+    };
+    let admin_listener = match inherited.admin {
+        Some(listener) => TcpListener::from_std(listener)?,
+        None => TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on {admin_addr} (admin.listen)"))?,
+    };
     Ok((listener, admin_listener))
 }
 
@@ -166,6 +182,7 @@ impl Serving {
         let workers = worker_count(config.server.workers);
         let server_config = server::Config {
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
             max_connections: config.server.max_connections,
         };
         let (signals, stopped) = (server::Shutdown::default(), CancellationToken::new());

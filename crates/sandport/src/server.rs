@@ -3,21 +3,28 @@
 //!
 //! Every hyper builder gets a timer (without one, timeouts silently do nothing). The protocol
 //! sniff of the auto builder has no timeout of its own, so a connection that has not completed
-//! a first request within `header_read_timeout` is closed here.
+//! a first request within `header_read_timeout` is closed here, and so is one with no request
+//! in flight for `idle_timeout` (HTTP/2 has no idle timeout of its own).
+//!
+//! The listener is bound here, or handed over by the service manager (systemd socket
+//! activation), so that a restart never refuses a connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,6 +36,8 @@ use crate::proxy::{Gateway, Peer};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
     /// Client connections served at once, over all workers.
     pub max_connections: usize,
 }
@@ -38,6 +47,44 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// Listening sockets handed over by the service manager (`LISTEN_FDS`, `LISTEN_PID`,
+/// `LISTEN_FDNAMES`, from fd 3): the one named `admin` is the admin listener, any other the
+/// client listener. Both are `None` when nothing was handed over.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    pub client: Option<std::net::TcpListener>,
+    pub admin: Option<std::net::TcpListener>,
+}
+
+/// Takes the sockets the service manager passed, if they are meant for this process. A socket
+/// that is not a TCP socket, or two for the same role, is an error: serving on something else
+/// than what the unit says would be worse than not starting.
+pub fn inherited_listeners() -> anyhow::Result<Inherited> {
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|names| names.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut passed = listenfd::ListenFd::from_env();
+    let mut inherited = Inherited::default();
+    for index in 0..passed.len() {
+        let name = names.get(index).map_or("", String::as_str);
+        let listener = passed
+            .take_tcp_listener(index)
+            .with_context(|| format!("LISTEN_FDS: socket {index} ({name:?})"))?
+            .with_context(|| format!("LISTEN_FDS: socket {index} ({name:?}) is missing"))?;
+        listener.set_nonblocking(true)?;
+        let (role, slot) = if name == "admin" {
+            ("admin", &mut inherited.admin)
+        } else {
+            ("client", &mut inherited.client)
+        };
+        anyhow::ensure!(
+            slot.replace(listener).is_none(),
+            "LISTEN_FDS: more than one {role} socket (name the admin one \"admin\" in LISTEN_FDNAMES)"
+        );
+    }
+    Ok(inherited)
 }
 
 /// An accepted connection on its way to a worker.
@@ -325,6 +372,7 @@ async fn serve_handed(
             builder: Arc::clone(&builder),
             peer: handoff.peer,
             header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
             signals: signals.clone(),
         };
         connection.spawn(handoff, tls.clone(), open.clone());
@@ -355,6 +403,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     peer: SocketAddr,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
     signals: Shutdown,
 }
 
@@ -377,10 +426,9 @@ impl Connection {
         };
         let tracker = self.signals.connections.clone();
         tracker.spawn(async move {
-            let _held = (permit, load);
-            open.increment(1.0);
+            // Guards, so that a connection ended by a panic is uncounted too.
+            let _held = (permit, load, OpenConnection::count(open));
             self.serve(stream, tls).await;
-            open.decrement(1.0);
         });
     }
 
@@ -403,22 +451,30 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let seen_request = Arc::new(AtomicBool::new(false));
+        let usage = Arc::new(Usage::new());
         let service = {
-            let seen_request = Arc::clone(&seen_request);
+            let usage = Arc::clone(&usage);
             let gateway = Arc::clone(&self.gateway);
             let peer = Arc::new(Peer::new(self.peer.ip()));
             service_fn(move |request| {
-                seen_request.store(true, Ordering::Relaxed);
+                let in_flight = usage.begin();
                 let (gateway, peer) = (Arc::clone(&gateway), Arc::clone(&peer));
-                async move { Ok::<_, Infallible>(gateway.handle(request, &peer).await) }
+                async move {
+                    #[cfg(debug_assertions)]
+                    panic_if_asked(request.uri().path());
+                    let response = gateway.handle(request, &peer).await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
             })
         };
         let connection = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => return self.ended(result),
-            () = self.close_requested(&seen_request) => {
+            () = self.close_requested(&usage) => {
                 connection.as_mut().graceful_shutdown();
             }
             () = self.signals.hard_stop.cancelled() => return,
@@ -429,19 +485,28 @@ impl Connection {
         }
     }
 
-    /// Resolves when the connection is to finish its in-flight requests and close: on
-    /// shutdown, or at the first-request deadline if no request has arrived by then. The
-    /// flag is read when the deadline passes: a connection that has been used lives on.
-    async fn close_requested(&self, seen_request: &AtomicBool) {
-        let deadline = async {
+    /// Resolves when the connection is to finish its in-flight requests and close (HTTP/1.1:
+    /// keep-alive ends; HTTP/2: GOAWAY): on shutdown, at the first-request deadline if no
+    /// request has arrived by then, or once no request has been in flight for `idle_timeout`.
+    async fn close_requested(&self, usage: &Usage) {
+        let first_request_missed = async {
             tokio::time::sleep(self.header_read_timeout).await;
-            if seen_request.load(Ordering::Relaxed) {
+            if usage.seen_request.load(Ordering::Relaxed) {
                 std::future::pending::<()>().await;
             }
         };
+        // A connection accepted just before shutdown may not have sent its request yet;
+        // closing it now would fail a request the client already sent, so it gets that one.
+        let shutdown = async {
+            self.signals.shutdown.cancelled().await;
+            usage.first_request.notified().await;
+        };
         tokio::select! {
-            () = self.signals.shutdown.cancelled() => {}
-            () = deadline => {}
+            () = shutdown => {}
+            () = first_request_missed => {}
+            () = usage.idle_for(self.idle_timeout) => {
+                tracing::debug!(peer = %self.peer, "idle connection closed");
+            }
         }
     }
 
@@ -450,4 +515,124 @@ impl Connection {
             tracing::debug!(%error, peer = %self.peer, "connection ended with an error");
         }
     }
+}
+
+/// What a connection is doing, for the idle timeout and the drain: requests in flight (a
+/// response counts until its body has been sent or dropped) and when the last one ended.
+#[derive(Debug)]
+struct Usage {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// When the last request ended, in milliseconds since `opened`.
+    last_ended_ms: AtomicU64,
+    seen_request: AtomicBool,
+    first_request: Notify,
+}
+
+impl Usage {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ended_ms: AtomicU64::new(0),
+            seen_request: AtomicBool::new(false),
+            first_request: Notify::new(),
+        }
+    }
+
+    /// A request arrived: it is in flight until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.seen_request.store(true, Ordering::Relaxed);
+        self.first_request.notify_one();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.opened + Duration::from_millis(self.last_ended_ms.load(Ordering::Relaxed))
+    }
+
+    /// Completes once no request has been in flight for `limit`. While one is, it checks
+    /// again every `limit`, so a connection is closed at most `limit` after its last request.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            if self.in_flight.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(limit).await;
+                continue;
+            }
+            let deadline = self.idle_since() + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// One request in flight on a connection, until dropped.
+struct InFlight(Arc<Usage>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let usage = &self.0;
+        let now = u64::try_from(usage.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        usage.last_ended_ms.fetch_max(now, Ordering::Relaxed);
+        usage.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request in flight until hyper has sent or dropped it, so a
+/// long download or event stream never counts as idle.
+struct Tracked<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Counts a connection in the open-connections gauge until dropped.
+struct OpenConnection(::metrics::Gauge);
+
+impl OpenConnection {
+    fn count(gauge: ::metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Debug builds only: a request for the exact path in `DEBUG_SANDPORT_PANIC_PATH` panics in
+/// its handler, so tests can show that a panic ends its own connection and nothing else.
+/// Release builds have no such path.
+#[cfg(debug_assertions)]
+fn panic_if_asked(path: &str) {
+    static PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let asked = PATH.get_or_init(|| std::env::var("DEBUG_SANDPORT_PANIC_PATH").ok());
+    assert!(
+        asked.as_deref() != Some(path),
+        "panic requested by DEBUG_SANDPORT_PANIC_PATH"
+    );
 }

@@ -34,6 +34,8 @@ pub struct ServerSection {
     /// when TLS is configured here, `http` otherwise. Set it to `https` behind a TLS edge.
     pub external_scheme: Option<Scheme>,
     pub header_read_timeout_secs: u64,
+    /// A client connection with no request in flight for this long is closed (h2: GOAWAY).
+    pub idle_timeout_secs: u64,
     pub max_connections: usize,
     pub shutdown_grace_secs: u64,
     /// Worker threads, each with its own runtime, listener and upstream pool; 0 = one per core.
@@ -48,6 +50,7 @@ impl Default for ServerSection {
             tls_key: None,
             external_scheme: None,
             header_read_timeout_secs: 15,
+            idle_timeout_secs: 120,
             max_connections: 10_000,
             shutdown_grace_secs: 20,
             workers: 0,
@@ -364,6 +367,9 @@ impl FileConfig {
                 "server.tls_cert",
                 "tls_cert and tls_key must be set together",
             ));
+        }
+        if self.server.idle_timeout_secs == 0 {
+            return Err(invalid("server.idle_timeout_secs", "must be positive"));
         }
         if self.server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));

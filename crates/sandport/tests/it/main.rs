@@ -27,6 +27,9 @@ mod cli;
 mod docker_lifecycle;
 /// Docker discovery end to end: both route forms, ownership, errors, WebSocket, SSE, big bodies.
 mod docker_live;
+/// Lifecycle: the drain on the wire (WebSocket 1001, HTTP/2 GOAWAY), a restart on a passed
+/// socket, idle keep-alive connections reaped.
+mod lifecycle;
 /// The listener: TLS, slow clients, the drain with open tunnels, access logs.
 mod listener;
 /// OIDC mode: login, refresh, logout, JWKS, hostile tokens, runtime sessions, browser guards.
