@@ -1,5 +1,5 @@
-//! The snapshot of sandboxes and its freshness. Pure apart from the atomic swap: time is
-//! passed in, and nothing here talks to a backend.
+//! The snapshot of sandboxes and its freshness. Pure apart from the atomic swap and the
+//! lifetime tokens it cancels: time is passed in, and nothing here talks to a backend.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
