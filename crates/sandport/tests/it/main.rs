@@ -21,6 +21,8 @@ mod catalogue_streams;
 /// The hardening catalogue's JWT cases: `alg` spellings, unknown-kid floods, embedded key
 /// headers, time claims, issuers, broken and tampered tokens.
 mod catalogue_tokens;
+/// Upstreams that misbehave on the wire: bad heads, fake responses, resets, 1xx floods.
+mod catalogue_upstream;
 /// CLI commands: check-config, routes, explain.
 mod cli;
 /// Docker lifecycle: restarts, removal, an unreachable Docker.
