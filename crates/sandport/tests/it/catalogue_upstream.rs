@@ -57,7 +57,7 @@ async fn play(mut stream: TcpStream, script: Script) {
         Script::WriteThenReset(bytes) => {
             let _ = stream.write_all(bytes).await;
             let _ = stream.flush().await;
-            let _ = stream.set_linger(Some(Duration::ZERO));
+            let _ = stream.set_zero_linger();
         }
         Script::Repeat(bytes, count) => {
             for _ in 0..count {
