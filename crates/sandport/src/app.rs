@@ -290,6 +290,7 @@ fn gateway_factory(
     let external_scheme = config.external_scheme();
     let body_limit = config.proxy.body_limit_bytes;
     let idle_timeout = Duration::from_secs(config.proxy.idle_timeout_secs);
+    let max_per_sandbox = config.proxy.max_requests_per_sandbox;
     let rewrite = rewrite_config(config);
     Ok(Arc::new(move || Gateway {
         routing: routing.clone(),
@@ -302,6 +303,7 @@ fn gateway_factory(
         external_scheme,
         body_limit,
         idle_timeout,
+        max_per_sandbox,
         tunnels: tunnels.clone(),
         tunnel_cancel: tunnel_cancel.clone(),
         rewrite: rewrite.clone(),

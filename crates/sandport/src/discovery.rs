@@ -16,6 +16,7 @@ mod store;
 use std::net::IpAddr;
 
 pub use address_policy::{AddressPolicy, AddressRefusal};
+pub use lifetimes::{InFlight, Lifetime};
 pub use ports::choose_port;
 pub use store::{Lookup, Store, Table};
 

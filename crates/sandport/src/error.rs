@@ -78,6 +78,9 @@ pub enum ProxyError {
         upstream: Upstream,
         source: BoxError,
     },
+    /// The sandbox already has its limit of exchanges in flight: 429 with `Retry-After`.
+    #[error("too many requests in flight to {conversation}")]
+    SandboxBusy { conversation: ConversationId },
     #[error("upstream {upstream} timed out")]
     UpstreamTimeout { upstream: Upstream },
     #[error("upstream {upstream} failed: {source}")]
@@ -245,6 +248,7 @@ impl ProxyError {
                 upstream_message(upstream, "not reachable"),
                 "upstream_unreachable",
             ),
+            ProxyError::SandboxBusy { .. } => busy_decision(),
             ProxyError::UpstreamTimeout { upstream } => loud(
                 S::GATEWAY_TIMEOUT,
                 upstream_message(upstream, "timed out"),
@@ -294,6 +298,9 @@ impl ProxyError {
             ProxyError::Form(FormRefusal::MethodRefused(_)) => reply
                 .header(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS))
                 .header(header::CONNECTION, HeaderValue::from_static("close")),
+            ProxyError::SandboxBusy { .. } => {
+                reply.header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
             ProxyError::Login(LoginRefusal::RefreshMethod) => {
                 reply.header(header::ALLOW, HeaderValue::from_static("POST"))
             }
@@ -408,6 +415,15 @@ fn login_decision(refusal: &LoginRefusal) -> Decision {
         }
         LoginRefusal::RefreshFailed => failed(r#"{"error":"Token refresh failed"}"#).json(),
     }
+}
+
+/// A sandbox at its limit of exchanges in flight: the caller should retry shortly.
+fn busy_decision() -> Decision {
+    loud(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests to this sandbox",
+        "sandbox_busy",
+    )
 }
 
 fn form_decision(refusal: &FormRefusal) -> Decision {

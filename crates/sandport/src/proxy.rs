@@ -48,6 +48,8 @@ pub struct Gateway {
     pub external_scheme: routing::Scheme,
     pub body_limit: u64,
     pub idle_timeout: Duration,
+    /// Exchanges in flight to one sandbox before it answers 429.
+    pub max_per_sandbox: usize,
     /// Open WebSocket tunnels, for the drain.
     pub tunnels: TaskTracker,
     /// Cancelled at the end of the drain: ends the tunnels still open.
@@ -336,12 +338,25 @@ impl Gateway {
         };
         let (addr, sandbox) = self.resolve(&principal, target)?;
         let lifetime = self.store.lifetime(&sandbox, addr.ip());
+        let in_flight =
+            lifetime
+                .admit(self.max_per_sandbox)
+                .ok_or_else(|| ProxyError::SandboxBusy {
+                    conversation: target.conversation.clone(),
+                })?;
         let uri = origin_form(&target.upstream_target)?;
         let authority = record.upstream.insert(addr.to_string());
         let request_origin = request.headers().get(http::header::ORIGIN).cloned();
-        let destination = Destination::Sandbox(&target.conversation, &lifetime);
+        let destination = Destination::Sandbox(&target.conversation, &lifetime.ended);
         let response = self
-            .forward(request, (authority, uri), destination, context, peer)
+            .forward(
+                request,
+                (authority, uri),
+                destination,
+                context,
+                peer,
+                Some(in_flight),
+            )
             .await?;
         Ok(self.shape_runtime(response, context, target, request_origin.as_ref()))
     }
@@ -392,6 +407,7 @@ impl Gateway {
                 Destination::App(principal.as_ref()),
                 context,
                 peer,
+                None,
             )
             .await?;
         Ok(rewrite::shape_app(&self.rewrite, response, &context.method))
@@ -554,6 +570,7 @@ impl Gateway {
         destination: Destination<'_>,
         context: &Context,
         peer: &Peer,
+        in_flight: Option<discovery::InFlight>,
     ) -> Result<Response<Body>, ProxyError> {
         let downstream_upgrade = context.websocket.then(|| hyper::upgrade::on(&mut request));
         let upstream = destination.upstream();
@@ -574,14 +591,14 @@ impl Gateway {
             let (mut parts, body) = response.into_parts();
             headers::prepare_downstream(&mut parts.headers, false);
             let ended = destination.lifetime().cloned();
-            let body = watch::response(body, self.idle_timeout, ended);
+            let body = watch::response(body, self.idle_timeout, ended, in_flight);
             return Ok(Response::from_parts(parts, body));
         }
         let downstream_upgrade = downstream_upgrade.ok_or(ProxyError::UpstreamFailed {
             upstream,
             source: "upstream switched protocols unasked".into(),
         })?;
-        Ok(self.tunnel(response, downstream_upgrade, destination))
+        Ok(self.tunnel(response, downstream_upgrade, destination, in_flight))
     }
 
     /// Splices the client's and the upstream's switched connections, and hands the client the
@@ -591,9 +608,14 @@ impl Gateway {
         mut response: Response<Body>,
         downstream_upgrade: hyper::upgrade::OnUpgrade,
         destination: Destination<'_>,
+        in_flight: Option<discovery::InFlight>,
     ) -> Response<Body> {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let cancel = (self.tunnel_cancel.clone(), destination.lifetime().cloned());
+        let cancel = (
+            self.tunnel_cancel.clone(),
+            destination.lifetime().cloned(),
+            in_flight,
+        );
         upgrade::spawn_tunnel(
             downstream_upgrade,
             upstream_upgrade,

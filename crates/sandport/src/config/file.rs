@@ -274,6 +274,7 @@ pub struct ProxySection {
     pub body_limit_bytes: u64,
     pub connect_timeout_ms: u64,
     pub idle_timeout_secs: u64,
+    pub max_requests_per_sandbox: usize,
 }
 
 impl Default for ProxySection {
@@ -282,6 +283,7 @@ impl Default for ProxySection {
             body_limit_bytes: 100 * 1024 * 1024,
             connect_timeout_ms: 5_000,
             idle_timeout_secs: 300,
+            max_requests_per_sandbox: 256,
         }
     }
 }
@@ -384,6 +386,12 @@ impl FileConfig {
     fn validate_proxy(&self) -> Result<(), ConfigError> {
         if self.proxy.connect_timeout_ms == 0 {
             return Err(invalid("proxy.connect_timeout_ms", "must be positive"));
+        }
+        if self.proxy.max_requests_per_sandbox == 0 {
+            return Err(invalid(
+                "proxy.max_requests_per_sandbox",
+                "must be positive",
+            ));
         }
         if self.proxy.idle_timeout_secs == 0 {
             return Err(invalid("proxy.idle_timeout_secs", "must be positive"));

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_util::sync::CancellationToken;
 
@@ -16,14 +17,48 @@ use super::{Sandbox, SandboxState, Table};
 /// One container at one address.
 type Key = (String, IpAddr);
 
-/// Tokens of the container addresses that have had traffic, until each stops serving.
+/// One container address while it serves: the token that ends its streams, and how many
+/// exchanges (requests, streams, tunnels) are in flight to it.
+#[derive(Debug, Clone, Default)]
+pub struct Lifetime {
+    pub ended: CancellationToken,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Lifetime {
+    fn ended() -> Self {
+        let lifetime = Self::default();
+        lifetime.ended.cancel();
+        lifetime
+    }
+
+    /// Admits one more exchange unless `limit` are already in flight; the exchange counts
+    /// until the returned guard is dropped.
+    pub fn admit(&self, limit: usize) -> Option<InFlight> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(Arc::clone(&self.in_flight));
+        (before < limit).then_some(guard)
+    }
+}
+
+/// One exchange in flight to a sandbox; counted until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Lifetimes of the container addresses that have had traffic, until each stops serving.
 #[derive(Debug, Default)]
 pub struct Lifetimes {
-    tokens: Mutex<HashMap<Key, CancellationToken>>,
+    tokens: Mutex<HashMap<Key, Lifetime>>,
 }
 
 impl Lifetimes {
-    /// The token that is cancelled when `sandbox` stops serving at `address`; already
+    /// The lifetime of `sandbox` at `address`, whose token is cancelled when it stops serving;
     /// cancelled if `current` (the store's table, read under the lock) no longer serves it.
     /// The store swaps in a new table before it calls [`Self::retain_serving`], so a token
     /// handed out here is either cancelled at once or seen by the next retain.
@@ -32,12 +67,10 @@ impl Lifetimes {
         current: impl FnOnce() -> std::sync::Arc<Table>,
         sandbox: &Sandbox,
         address: IpAddr,
-    ) -> CancellationToken {
+    ) -> Lifetime {
         let mut tokens = self.tokens();
         if !serves(&current(), &sandbox.container_id, address) {
-            let ended = CancellationToken::new();
-            ended.cancel();
-            return ended;
+            return Lifetime::ended();
         }
         tokens
             .entry((sandbox.container_id.clone(), address))
@@ -48,16 +81,16 @@ impl Lifetimes {
     /// Cancels the token of every container address `table` no longer serves: the container
     /// is gone, stopped, or has another address. A paused container keeps its connections.
     pub fn retain_serving(&self, table: &Table) {
-        self.tokens().retain(|(container_id, address), token| {
+        self.tokens().retain(|(container_id, address), lifetime| {
             let serving = serves(table, container_id, *address);
             if !serving {
-                token.cancel();
+                lifetime.ended.cancel();
             }
             serving
         });
     }
 
-    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CancellationToken>> {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Lifetime>> {
         // A map of tokens holds no invariant a panic could break halfway.
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -96,7 +129,9 @@ mod tests {
         let running = sandbox("c1", [10, 0, 0, 2], SandboxState::Running);
         let table = Table::default().apply(Event::Upserted(running.clone()));
         let table = Arc::new(table);
-        let token = lifetimes.token(|| Arc::clone(&table), &running, running.address.unwrap());
+        let token = lifetimes
+            .token(|| Arc::clone(&table), &running, running.address.unwrap())
+            .ended;
         lifetimes.retain_serving(&table);
         assert!(!token.is_cancelled(), "still running at the same address");
 
@@ -127,8 +162,9 @@ mod tests {
             let running = sandbox("c1", [10, 0, 0, 2], SandboxState::Running);
             let table = Table::default().apply(Event::Upserted(running.clone()));
             let current = Arc::new(table.apply(Event::Upserted(running.clone())));
-            let token =
-                lifetimes.token(|| Arc::clone(&current), &running, running.address.unwrap());
+            let token = lifetimes
+                .token(|| Arc::clone(&current), &running, running.address.unwrap())
+                .ended;
             lifetimes.retain_serving(&table.apply(next));
             assert!(token.is_cancelled());
             assert!(lifetimes.tokens().is_empty(), "the ended entry is dropped");
@@ -136,11 +172,23 @@ mod tests {
     }
 
     #[test]
+    fn exchanges_past_the_limit_are_refused_until_one_ends() {
+        let lifetime = Lifetime::default();
+        let first = lifetime.admit(2).unwrap();
+        let _second = lifetime.admit(2).unwrap();
+        assert!(lifetime.admit(2).is_none(), "a third is refused");
+        drop(first);
+        assert!(lifetime.admit(2).is_some(), "a slot freed is taken again");
+    }
+
+    #[test]
     fn a_token_asked_for_after_the_address_ended_is_already_cancelled() {
         let lifetimes = Lifetimes::default();
         let running = sandbox("c1", [10, 0, 0, 2], SandboxState::Running);
         let gone = Arc::new(Table::default());
-        let token = lifetimes.token(|| Arc::clone(&gone), &running, running.address.unwrap());
+        let token = lifetimes
+            .token(|| Arc::clone(&gone), &running, running.address.unwrap())
+            .ended;
         assert!(token.is_cancelled());
         assert!(lifetimes.tokens().is_empty());
     }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio_util::sync::CancellationToken;
 
-use super::lifetimes::Lifetimes;
+use super::lifetimes::{Lifetime, Lifetimes};
 use super::{Event, LookupError, Sandbox, SandboxState};
 use crate::routing::ConversationId;
 
@@ -250,9 +249,10 @@ impl Store {
         self.table.load().lookup(conversation)
     }
 
-    /// A token cancelled as soon as `sandbox` stops serving at `address` (stopped, removed,
-    /// readdressed): streams to it end then instead of waiting on a vanished peer.
-    pub fn lifetime(&self, sandbox: &Sandbox, address: std::net::IpAddr) -> CancellationToken {
+    /// The lifetime of `sandbox` at `address`: its token is cancelled as soon as it stops
+    /// serving there (stopped, removed, readdressed), so streams to it end then instead of
+    /// waiting on a vanished peer; and it counts the exchanges in flight to it.
+    pub fn lifetime(&self, sandbox: &Sandbox, address: std::net::IpAddr) -> Lifetime {
         self.lifetimes
             .token(|| self.table.load_full(), sandbox, address)
     }

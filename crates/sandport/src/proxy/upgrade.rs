@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::discovery::InFlight;
 use crate::metrics;
 
 /// Starts splicing the client and upstream connections once both upgrades complete. The
@@ -33,7 +34,11 @@ pub fn spawn_tunnel(
     upstream: OnUpgrade,
     idle_timeout: Duration,
     tracker: &TaskTracker,
-    (cancel, sandbox_ended): (CancellationToken, Option<CancellationToken>),
+    (cancel, sandbox_ended, in_flight): (
+        CancellationToken,
+        Option<CancellationToken>,
+        Option<InFlight>,
+    ),
 ) {
     tracker.spawn(async move {
         let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
@@ -60,6 +65,8 @@ pub fn spawn_tunnel(
             () = ended(sandbox_ended) => tracing::debug!("tunnel closed: the sandbox stopped serving"),
         }
         gauge.decrement(1.0);
+        // The tunnel counted against its sandbox's limit until here.
+        drop(in_flight);
     });
 }
 

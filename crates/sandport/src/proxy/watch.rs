@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::body::{Body, BoxError};
+use crate::discovery::InFlight;
 
 /// The client sent no part of its request body for the idle timeout while sandport waited.
 #[derive(Debug, thiserror::Error)]
@@ -172,12 +173,19 @@ struct WatchedResponse {
     body: Body,
     timer: IdleTimer,
     ended: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Counts this exchange against its sandbox's limit until the body is dropped.
+    _in_flight: Option<InFlight>,
 }
 
 /// Watches an upstream's response body: it fails with [`UpstreamBodyTimeout`] after `idle`
 /// without a frame, and with [`SandboxEnded`] as soon as `ended` (the sandbox's lifetime, when
-/// the upstream is a sandbox) is cancelled.
-pub fn response(body: Body, idle: Duration, ended: Option<CancellationToken>) -> Body {
+/// the upstream is a sandbox) is cancelled. `in_flight` is held until the body is done with.
+pub fn response(
+    body: Body,
+    idle: Duration,
+    ended: Option<CancellationToken>,
+    in_flight: Option<InFlight>,
+) -> Body {
     if body.is_end_stream() {
         return body;
     }
@@ -185,6 +193,7 @@ pub fn response(body: Body, idle: Duration, ended: Option<CancellationToken>) ->
         body,
         timer: IdleTimer::new(idle),
         ended: ended.map(|token| Box::pin(token.cancelled_owned())),
+        _in_flight: in_flight,
     }
     .boxed_unsync()
 }

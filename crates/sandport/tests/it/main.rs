@@ -14,6 +14,8 @@ mod catalogue_framing;
 /// The hardening catalogue's identity cases: header spellings, bearer tokens, ambiguity,
 /// placeholder owners, hostile claims and kids, cold start without keys, cross-site requests.
 mod catalogue_identity;
+/// Per-sandbox limits: 429 past the limit, other sandboxes unaffected.
+mod catalogue_limits;
 /// Hostile input to the parsers on the wire: a clear 4xx, never a panic.
 mod catalogue_parsing;
 /// Streams that stall and sandboxes that die under open streams: bounded waits, aborts.
