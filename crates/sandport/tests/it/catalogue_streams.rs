@@ -25,6 +25,22 @@ async fn gateway_to(upstream: SocketAddr) -> Gateway {
     gateway
 }
 
+/// A raw upstream listener on loopback, a gateway to it, and the upstream's port.
+async fn raw_upstream_and_gateway() -> (TcpListener, Gateway, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let gw = gateway_to(listener.local_addr().unwrap()).await;
+    (listener, gw, port)
+}
+
+/// A client connection that has sent the head of a request to `port` (and `then`).
+async fn client_sent(gw: &Gateway, method: &str, port: u16, extra: &str, then: &str) -> TcpStream {
+    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!("{}{then}", head(gw, method, port, extra));
+    client.write_all(request.as_bytes()).await.unwrap();
+    client
+}
+
 /// The head of a request to the static sandbox's `port`.
 fn head(gw: &Gateway, method: &str, port: u16, extra: &str) -> String {
     format!(
@@ -70,14 +86,8 @@ fn status_of(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn catalogue_29_an_upstream_that_never_answers_gets_504_and_is_closed() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = gateway_to(listener.local_addr().unwrap()).await;
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(gw.addr).await.unwrap();
-    client
-        .write_all(head(&gw, "GET", port, "").as_bytes())
-        .await
-        .unwrap();
+    let (listener, gw, port) = raw_upstream_and_gateway().await;
+    let mut client = client_sent(&gw, "GET", port, "", "").await;
     let (mut upstream, _) = listener.accept().await.unwrap();
     read_head(&mut upstream).await;
     let started = Instant::now();
@@ -98,9 +108,7 @@ async fn catalogue_29_an_upstream_that_never_answers_gets_504_and_is_closed() {
 
 #[tokio::test]
 async fn catalogue_29_an_upload_the_upstream_never_reads_gets_504_and_is_closed() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = gateway_to(listener.local_addr().unwrap()).await;
-    let port = listener.local_addr().unwrap().port();
+    let (listener, gw, port) = raw_upstream_and_gateway().await;
     let client = TcpStream::connect(gw.addr).await.unwrap();
     let (mut reader, mut writer) = client.into_split();
     let length = 100 * 1024 * 1024;
@@ -130,14 +138,8 @@ async fn catalogue_29_an_upload_the_upstream_never_reads_gets_504_and_is_closed(
 
 #[tokio::test]
 async fn catalogue_29_a_dripping_response_is_cut_at_the_idle_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = gateway_to(listener.local_addr().unwrap()).await;
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(gw.addr).await.unwrap();
-    client
-        .write_all(head(&gw, "GET", port, "").as_bytes())
-        .await
-        .unwrap();
+    let (listener, gw, port) = raw_upstream_and_gateway().await;
+    let mut client = client_sent(&gw, "GET", port, "", "").await;
     let (mut upstream, _) = listener.accept().await.unwrap();
     read_head(&mut upstream).await;
     upstream
@@ -175,15 +177,9 @@ async fn catalogue_29_a_dripping_response_is_cut_at_the_idle_timeout() {
 
 #[tokio::test]
 async fn catalogue_29_a_client_that_stops_its_upload_gets_408_and_the_upstream_never_completes() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = gateway_to(listener.local_addr().unwrap()).await;
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(gw.addr).await.unwrap();
-    let request = head(&gw, "POST", port, "content-length: 10\r\n");
-    client
-        .write_all(format!("{request}x").as_bytes())
-        .await
-        .unwrap();
+    let (listener, gw, port) = raw_upstream_and_gateway().await;
+    let length = "content-length: 10\r\n";
+    let mut client = client_sent(&gw, "POST", port, length, "x").await;
     let (mut upstream, _) = listener.accept().await.unwrap();
     let started = Instant::now();
     let (answer, closed) = read_until_closed(&mut client, Duration::from_secs(10)).await;
@@ -206,13 +202,9 @@ async fn catalogue_29_a_client_that_stops_its_upload_gets_408_and_the_upstream_n
 
 #[tokio::test]
 async fn catalogue_29_an_upload_that_keeps_moving_is_not_cut_by_the_idle_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = gateway_to(listener.local_addr().unwrap()).await;
-    let port = listener.local_addr().unwrap().port();
-    let mut client = TcpStream::connect(gw.addr).await.unwrap();
+    let (listener, gw, port) = raw_upstream_and_gateway().await;
     // Ten bytes over three idle periods: slow, but never idle for a whole period.
-    let request = head(&gw, "POST", port, "content-length: 10\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
+    let mut client = client_sent(&gw, "POST", port, "content-length: 10\r\n", "").await;
     let upstream = tokio::spawn(async move {
         let (mut upstream, _) = listener.accept().await.unwrap();
         let mut seen = read_head(&mut upstream).await;
